@@ -1,0 +1,36 @@
+"""HeteroAKD: knowledge distillation across architectures for semantic segmentation.
+
+Importing the package registers its student architectures with ``AutoConfig`` and
+``AutoModelForSemanticSegmentation``, so saved students load with ``from_pretrained``.
+"""
+
+from transformers import AutoConfig, AutoModelForSemanticSegmentation
+
+from .config import HeteroAKDConfig
+from .errors import HeteroAKDError
+from .losses import heteroakd_loss, pixel_kd_loss, task_loss
+from .metrics import MeanIoU
+from .models import TimmSegmentationConfig, TimmSegmentationForSemanticSegmentation
+from .students import build_student
+from .teachers import load_teacher
+from .trainer import HeteroAKDTrainer
+
+AutoConfig.register(TimmSegmentationConfig.model_type, TimmSegmentationConfig, exist_ok=True)
+AutoModelForSemanticSegmentation.register(
+    TimmSegmentationConfig, TimmSegmentationForSemanticSegmentation, exist_ok=True
+)
+
+__version__ = "0.1.0"
+__all__ = [
+    "HeteroAKDConfig",
+    "HeteroAKDError",
+    "HeteroAKDTrainer",
+    "MeanIoU",
+    "TimmSegmentationConfig",
+    "TimmSegmentationForSemanticSegmentation",
+    "build_student",
+    "heteroakd_loss",
+    "load_teacher",
+    "pixel_kd_loss",
+    "task_loss",
+]

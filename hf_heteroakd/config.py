@@ -1,0 +1,50 @@
+"""``HeteroAKDConfig``: the trainer's options, a ``TrainingArguments`` subclass."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from transformers import TrainingArguments
+
+
+@dataclass
+class HeteroAKDConfig(TrainingArguments):
+    """TrainingArguments plus the distillation options.
+
+    The total loss is ``L_task + lambda_kd·L_kd + lambda_hakd·L_hakd + lambda_proj·L_proj``;
+    the README's "Fidelity" section says which defaults are the paper's and which are readings.
+    """
+
+    distill_method: Literal["heteroakd", "kd", "none"] = field(
+        default="heteroakd",
+        metadata={"help": "heteroakd: task + KD + HeteroAKD losses; kd: task + pixel KD (Eq. 1); none: task loss only."},
+    )
+    lambda_kd: float = field(default=0.1, metadata={"help": "λ1, weight of the pixel KD loss L_kd."})
+    lambda_hakd: float = field(default=1.0, metadata={"help": "λ2, weight of the HeteroAKD loss L_hakd (Eq. 10)."})
+    lambda_proj: float = field(
+        default=1.0, metadata={"help": "Weight of L_proj, the projectors' label supervision (a decision, D)."}
+    )
+    temperature: float = field(default=4.0, metadata={"help": "τ of both L_kd and L_hakd."})
+    hakd_stages: list[int] = field(
+        default_factory=lambda: [-1],
+        metadata={"help": "Backbone stages distilled by L_hakd (Python indices; -1 is the last stage). Summed."},
+    )
+    kmm: bool = field(default=True, metadata={"help": "Teacher-student knowledge mixing; off: Z^mix = Z^T."})
+    kem: bool = field(default=True, metadata={"help": "Teacher-student knowledge evaluation; off: uniform weights."})
+    kem_axis: Literal["class", "spatial"] = field(
+        default="class", metadata={"help": "Softmax axis of KEM's weights: over classes, or over valid pixels."}
+    )
+    kmm_eps: float = field(default=1e-6, metadata={"help": "ε in S_T = H_S / (H_T + H_S + ε)."})
+    projector_channels: int = field(default=256, metadata={"help": "Hidden channels of the stage projectors."})
+    ignore_index: int = field(default=255, metadata={"help": "Label value ignored by the losses and the metric."})
+    # Segmentation evaluation accumulates a confusion matrix batch by batch instead of keeping all logits.
+    batch_eval_metrics: bool = field(default=True, metadata={"help": "Update the mIoU batch by batch."})
+    remove_unused_columns: bool = field(default=False, metadata={"help": "Keep the pixel_values/labels columns."})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.temperature <= 0:
+            raise ValueError(f"--temperature must be positive, got {self.temperature}")
+        if not self.hakd_stages:
+            raise ValueError("--hakd_stages needs at least one stage index, e.g. --hakd_stages -1")

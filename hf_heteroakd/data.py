@@ -1,0 +1,361 @@
+"""Segmentation data: load a dataset in the Hub's layout, augment (image, mask) pairs, batch them.
+
+A dataset is whatever ``datasets.load_dataset`` understands: a Hub dataset id or a local folder in
+the Hub's layout (``data/<split>-*.parquet`` shards, or an imagefolder). Images and masks stay PIL
+images in the Arrow table; ``SegmentationDataset`` decodes, checks and augments one sample at a
+time, inside the DataLoader workers.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import datasets
+import huggingface_hub
+import numpy as np
+import PIL.Image
+import torch
+import torch.nn.functional as nnf
+from datasets.exceptions import DatasetNotFoundError
+from huggingface_hub.errors import EntryNotFoundError, HFValidationError
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as F
+
+from hf_heteroakd.errors import HeteroAKDError
+
+try:
+    from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+except ImportError:  # the same constants, for an install without timm
+    IMAGENET_DEFAULT_MEAN = (0.485, 0.456, 0.406)
+    IMAGENET_DEFAULT_STD = (0.229, 0.224, 0.225)
+
+logger = logging.getLogger(__name__)
+
+IGNORE_INDEX = 255
+
+# Column names tried, in order, when the user names none.
+IMAGE_COLUMN_CANDIDATES = ("image", "pixel_values", "img")
+LABEL_COLUMN_CANDIDATES = ("label", "semantic_segmentation", "annotation", "mask", "segmentation", "gtFine")
+
+# (PIL image, PIL mask) -> (pixel_values (3, H, W) float32, labels (H, W) int64)
+PairTransform = Callable[[PIL.Image.Image, PIL.Image.Image], tuple[torch.Tensor, torch.Tensor]]
+
+
+# --------------------------------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class SegmentationData:
+    """A dataset's splits, each with exactly the columns "image" and "label" (PIL-decoded), and its
+    class names when the dataset ships an ``id2label.json``."""
+
+    splits: datasets.DatasetDict
+    id2label: dict[int, str] | None
+
+
+def load_segmentation_data(
+    dataset: str,
+    dataset_config: str | None = None,
+    image_column: str | None = None,
+    label_column: str | None = None,
+    cache_dir: str | None = None,
+    revision: str | None = None,
+) -> SegmentationData:
+    """Load every split of ``dataset`` (Hub id or local folder), keeping only the image and mask.
+
+    Columns are renamed to "image" and "label"; when not given they are detected from
+    ``IMAGE_COLUMN_CANDIDATES`` / ``LABEL_COLUMN_CANDIDATES``.
+    """
+    try:
+        splits = datasets.load_dataset(dataset, dataset_config, cache_dir=cache_dir, revision=revision)
+    except (DatasetNotFoundError, FileNotFoundError) as err:
+        raise HeteroAKDError(
+            f"Dataset {dataset!r} was not found ({err}). Pass an existing Hub dataset id ('org/name'; "
+            "private or gated ones need `hf auth login`) or a local folder in the Hub's layout "
+            "(data/<split>-*.parquet files, or an imagefolder)."
+        ) from err
+    except ConnectionError as err:
+        raise HeteroAKDError(
+            f"Could not reach the Hugging Face Hub to load dataset {dataset!r} ({err}). "
+            "Check the network connection, or pass a local copy of the dataset folder."
+        ) from err
+    except ValueError as err:
+        # datasets signals a missing or unknown config only through a ValueError's message.
+        if "config" not in str(err).lower():
+            raise
+        raise HeteroAKDError(
+            f"Dataset {dataset!r} cannot be loaded with config {dataset_config!r}: {' '.join(str(err).split())} "
+            "Pick one of its configs with --dataset_config_name."
+        ) from err
+
+    # Columns are detected on "train" (or the first split); a split without them, typically an
+    # unlabelled "test" split, is left out rather than blocking training.
+    reference = splits["train"] if "train" in splits else next(iter(splits.values()))
+    image_column = _pick_column(reference.column_names, image_column, IMAGE_COLUMN_CANDIDATES, "image")
+    label_column = _pick_column(reference.column_names, label_column, LABEL_COLUMN_CANDIDATES, "label")
+    if image_column == label_column:
+        raise HeteroAKDError(
+            f"The image and label columns are both {image_column!r}; "
+            "set --image_column_name and --label_column_name to two different columns."
+        )
+
+    selected = {}
+    for split_name, split in splits.items():
+        if image_column not in split.column_names or label_column not in split.column_names:
+            logger.warning(
+                "Leaving out split %r of %r: it lacks column %r or %r (it has %s).",
+                split_name, dataset, image_column, label_column, split.column_names,
+            )
+            continue
+        split = split.select_columns([image_column, label_column])
+        split = _as_decoded_image(split, image_column, "image")
+        split = _as_decoded_image(split, label_column, "label")
+        selected[split_name] = split.rename_columns({image_column: "image", label_column: "label"})
+    return SegmentationData(splits=datasets.DatasetDict(selected), id2label=load_id2label(dataset, revision))
+
+
+def load_id2label(dataset: str, revision: str | None = None) -> dict[int, str] | None:
+    """Class names from the dataset's ``id2label.json`` (``{"0": "background", ...}``), or None.
+
+    A local folder is read directly; for a Hub id the file is downloaded. A dataset without the
+    file, or a Hub that cannot be reached, gives None: class names are optional metadata.
+    """
+    local_dir = Path(dataset)
+    if local_dir.is_dir():
+        path = local_dir / "id2label.json"
+        if not path.is_file():
+            return None
+    else:
+        try:
+            path = Path(
+                huggingface_hub.hf_hub_download(dataset, "id2label.json", repo_type="dataset", revision=revision)
+            )
+        # HfHubHTTPError and LocalEntryNotFoundError (offline, not cached) are OSErrors.
+        except (EntryNotFoundError, OSError, HFValidationError):
+            return None
+
+    try:
+        return {int(key): str(name) for key, name in json.loads(path.read_text()).items()}
+    except (ValueError, AttributeError) as err:
+        raise HeteroAKDError(
+            f"{path} is not a valid id2label file ({err}); it must be a JSON object mapping class indices "
+            'written as strings to class names, e.g. {"0": "background", "1": "person"}.'
+        ) from err
+
+
+def _pick_column(available: list[str], requested: str | None, candidates: Sequence[str], role: str) -> str:
+    flag = f"--{role}_column_name"
+    if requested is not None:
+        if requested not in available:
+            raise HeteroAKDError(
+                f"The {role} column {requested!r} is not in the dataset; its columns are {available}. "
+                f"Set {flag} to one of them."
+            )
+        return requested
+    for name in candidates:
+        if name in available:
+            return name
+    raise HeteroAKDError(
+        f"Found no {role} column: the dataset's columns are {available} and none is one of {list(candidates)}. "
+        f"Name the {role} column with {flag}."
+    )
+
+
+def _as_decoded_image(split: datasets.Dataset, column: str, role: str) -> datasets.Dataset:
+    """Make ``column`` a ``datasets.Image`` feature that decodes to PIL images."""
+    feature = split.features[column]
+    if isinstance(feature, datasets.Image) and feature.decode:
+        return split
+    try:
+        # Paths, {"bytes", "path"} structs and undecoded Image features cast to Image() in place.
+        return split.cast_column(column, datasets.Image())
+    except (ValueError, TypeError, NotImplementedError) as err:  # pyarrow's cast errors derive from these
+        raise HeteroAKDError(
+            f"Column {column!r} holds {feature}, not images, so it cannot be the {role} column. "
+            f"Choose the right column with --{role}_column_name."
+        ) from err
+
+
+# --------------------------------------------------------------------------------------------------
+# Transforms
+# --------------------------------------------------------------------------------------------------
+
+
+class RandomScale(v2.Transform):
+    """Resize by a factor drawn uniformly from ``scale_range``, relative to the input's own size.
+
+    Images use bilinear interpolation; masks use nearest-exact, which keeps class indices valid and,
+    unlike legacy "nearest", samples at pixel centres, so the mask stays aligned with the image.
+    """
+
+    def __init__(self, scale_range: tuple[float, float]) -> None:
+        super().__init__()
+        self.scale_range = scale_range
+
+    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+        height, width = v2.query_size(flat_inputs)
+        low, high = self.scale_range
+        scale = low + (high - low) * torch.rand(()).item()
+        return {"size": [max(1, round(height * scale)), max(1, round(width * scale))]}
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        is_mask = isinstance(inpt, tv_tensors.Mask)
+        interpolation = v2.InterpolationMode.NEAREST_EXACT if is_mask else v2.InterpolationMode.BILINEAR
+        return self._call_kernel(F.resize, inpt, size=params["size"], interpolation=interpolation, antialias=True)
+
+
+class SegmentationTransform:
+    """Runs a v2 pipeline on a (PIL image, PIL mask) pair.
+
+    Returns ``pixel_values`` (3, H, W) float32 and ``labels`` (H, W) int64 as plain tensors. The mask
+    must be single-channel (mode L, P, I, ...) with class indices as pixel values.
+    """
+
+    def __init__(self, pipeline: v2.Transform) -> None:
+        self.pipeline = pipeline
+
+    def __call__(self, image: PIL.Image.Image, mask: PIL.Image.Image) -> tuple[torch.Tensor, torch.Tensor]:
+        image = F.to_image(image.convert("RGB"))  # (3, H, W) uint8
+        mask = tv_tensors.Mask(torch.from_numpy(np.array(mask, dtype=np.int64)))  # (H, W), indices kept as is
+        image, mask = self.pipeline(image, mask)
+        return image.as_subclass(torch.Tensor), mask.as_subclass(torch.Tensor)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.pipeline})"
+
+
+def train_transforms(
+    crop_size: tuple[int, int],
+    scale_range: tuple[float, float] = (0.5, 2.0),
+    mean: Sequence[float] = IMAGENET_DEFAULT_MEAN,
+    std: Sequence[float] = IMAGENET_DEFAULT_STD,
+    ignore_index: int = IGNORE_INDEX,
+) -> SegmentationTransform:
+    """Random scale, random ``crop_size`` (H, W) crop, random horizontal flip, then normalize.
+
+    Images smaller than the crop are padded with 0 (before normalization) and their masks with
+    ``ignore_index``, so padding never counts as a class.
+    """
+    return SegmentationTransform(
+        v2.Compose(
+            [
+                RandomScale(scale_range),
+                v2.RandomCrop(crop_size, pad_if_needed=True, fill={tv_tensors.Image: 0, tv_tensors.Mask: ignore_index}),
+                v2.RandomHorizontalFlip(),
+                v2.ToDtype(torch.float32, scale=True),  # a plain dtype converts images only; masks stay int64
+                v2.Normalize(mean, std),
+            ]
+        )
+    )
+
+
+def eval_transforms(
+    mean: Sequence[float] = IMAGENET_DEFAULT_MEAN, std: Sequence[float] = IMAGENET_DEFAULT_STD
+) -> SegmentationTransform:
+    """Full resolution: only scale to [0, 1] and normalize; labels are returned unchanged."""
+    return SegmentationTransform(v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)]))
+
+
+# --------------------------------------------------------------------------------------------------
+# Dataset, checks, batching
+# --------------------------------------------------------------------------------------------------
+
+
+class SegmentationDataset(torch.utils.data.Dataset):
+    """A split of ``SegmentationData`` as ``{"pixel_values": (3, H, W) float32, "labels": (H, W) int64}``.
+
+    Each sample is decoded, checked (same size, labels in [0, num_labels) or ``ignore_index``) and
+    transformed when it is read, so the work happens in DataLoader workers.
+    """
+
+    def __init__(
+        self,
+        split: datasets.Dataset,
+        transform: PairTransform,
+        num_labels: int,
+        ignore_index: int = IGNORE_INDEX,
+        split_name: str = "train",
+    ) -> None:
+        self.split = split
+        self.transform = transform
+        self.num_labels = num_labels
+        self.ignore_index = ignore_index
+        self.split_name = split_name
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __getitem__(self, idx: int) -> dict[str, torch.Tensor]:
+        row = self.split[idx]
+        image, mask = row["image"], row["label"]
+        if image.size != mask.size:
+            raise HeteroAKDError(
+                f"Split {self.split_name!r}, row {idx}: the image is {image.size[0]}x{image.size[1]} but its mask is "
+                f"{mask.size[0]}x{mask.size[1]} (width x height). Masks must match their images pixel for pixel; "
+                "check that --image_column_name and --label_column_name name matching columns."
+            )
+        _check_mask(np.asarray(mask), self.num_labels, self.ignore_index, self.split_name, idx)
+        pixel_values, labels = self.transform(image, mask)
+        return {"pixel_values": pixel_values, "labels": labels}
+
+
+def check_label_range(
+    split: datasets.Dataset,
+    num_labels: int,
+    ignore_index: int = IGNORE_INDEX,
+    split_name: str = "train",
+    max_samples: int = 32,
+) -> None:
+    """Fail fast, before training, if any of the first ``max_samples`` masks holds a label value
+    outside [0, num_labels) that is not ``ignore_index``."""
+    masks = split.select_columns(["label"])  # don't decode the images
+    for idx in range(min(max_samples, len(masks))):
+        _check_mask(np.asarray(masks[idx]["label"]), num_labels, ignore_index, split_name, idx)
+
+
+def _check_mask(mask: np.ndarray, num_labels: int, ignore_index: int, split_name: str, idx: int) -> None:
+    """Raise a HeteroAKDError naming the sample if ``mask`` (H, W) is not a valid class-index mask."""
+    if mask.ndim != 2:
+        raise HeteroAKDError(
+            f"Split {split_name!r}, row {idx}: the mask has shape {mask.shape}, but masks must be single-channel "
+            "images whose pixel values are class indices (PIL mode L, P or I). Point --label_column_name at the "
+            "class-index masks, or convert colour-coded masks to class indices first."
+        )
+    bad = (mask < 0) | ((mask >= num_labels) & (mask != ignore_index))
+    if bad.any():
+        values = np.unique(mask[bad]).tolist()
+        shown = ", ".join(map(str, values[:10])) + (", ..." if len(values) > 10 else "")
+        raise HeteroAKDError(
+            f"Split {split_name!r}, row {idx}: label values [{shown}] are outside [0, {num_labels}) and are not the "
+            f"ignore index {ignore_index}. Fix: make num_labels match the dataset's classes (id2label), set "
+            "--ignore_index to the value that marks unlabeled pixels, or, if the masks use 0 for 'unlabeled' and "
+            "1..C for the classes, reduce the labels (0 -> ignore index, c -> c - 1)."
+        )
+
+
+def collate_segmentation(
+    batch: list[dict[str, torch.Tensor]], ignore_index: int = IGNORE_INDEX
+) -> dict[str, torch.Tensor]:
+    """Stack samples into ``pixel_values`` (B, 3, H, W) and ``labels`` (B, H, W).
+
+    Samples of different sizes (full-resolution evaluation) are padded at the bottom and right to the
+    largest H and W: images with 0, labels with ``ignore_index`` so the padding is never scored.
+    Use ``functools.partial(collate_segmentation, ignore_index=...)`` as a DataLoader's collate_fn.
+    """
+    height = max(sample["labels"].shape[-2] for sample in batch)
+    width = max(sample["labels"].shape[-1] for sample in batch)
+
+    def pad(tensor: torch.Tensor, value: float) -> torch.Tensor:
+        return nnf.pad(tensor, (0, width - tensor.shape[-1], 0, height - tensor.shape[-2]), value=value)
+
+    return {
+        "pixel_values": torch.stack([pad(sample["pixel_values"], 0.0) for sample in batch]),
+        "labels": torch.stack([pad(sample["labels"], ignore_index) for sample in batch]),
+    }

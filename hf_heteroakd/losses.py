@@ -1,0 +1,201 @@
+"""The loss terms of HeteroAKD as pure functions on tensors.
+
+Shapes: N batch, C classes, (h, w) a logits or feature grid, (H, W) the label grid.
+Every function computes in float32 whatever the input dtype, so the terms stay finite
+under bf16/fp16 autocast. Symbols follow ``shared/heteroakd-method.md``:
+
+    L_total = L_task + λ1·L_kd + λ2·L_hakd + λ_proj·L_proj
+"""
+
+from __future__ import annotations
+
+from typing import Literal, NamedTuple
+
+import torch
+import torch.nn.functional as F
+
+IGNORE_INDEX = 255
+KemAxis = Literal["class", "spatial"]
+
+
+def resize_logits(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear resize of (N, C, h, w) logits to ``size``; a no-op when the grid already matches."""
+    if tuple(logits.shape[-2:]) == tuple(size):
+        return logits
+    return F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+
+
+def resize_labels(labels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Nearest resize of (N, H, W) integer labels to ``size``, keeping ignore values intact."""
+    if tuple(labels.shape[-2:]) == tuple(size):
+        return labels
+    return F.interpolate(labels[:, None].float(), size=size, mode="nearest")[:, 0].long()
+
+
+def task_loss(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
+    """L_task: cross-entropy of (N, C, h, w) logits upsampled to the (N, H, W) labels; scalar.
+
+    Pixels equal to ``ignore_index`` do not count, as in transformers' segmentation models.
+    """
+    logits = resize_logits(logits.float(), labels.shape[-2:])
+    return F.cross_entropy(logits, labels.long(), ignore_index=ignore_index)
+
+
+def pixel_kd_loss(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0
+) -> torch.Tensor:
+    """L_kd (Eq. 1): τ² · mean over pixels of KL(σ(z_T/τ) ‖ σ(z_S/τ)); scalar.
+
+    Args:
+        student_logits: (N, C, h, w).
+        teacher_logits: (N, C, h', w'), resized bilinearly to (h, w) when the grids differ.
+        temperature: τ.
+    """
+    teacher_logits = resize_logits(teacher_logits.float(), student_logits.shape[-2:])
+    log_p_s = F.log_softmax(student_logits.float() / temperature, dim=1)
+    log_p_t = F.log_softmax(teacher_logits / temperature, dim=1)
+    kl = (log_p_t.exp() * (log_p_t - log_p_s)).sum(dim=1)  # (N, h, w)
+    return kl.mean() * temperature**2
+
+
+def one_hot_targets(
+    labels: torch.Tensor, num_classes: int, ignore_index: int = IGNORE_INDEX
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One-hot (N, C, h, w) float targets and the (N, h, w) bool mask of valid pixels.
+
+    A pixel is valid when its label is a class in [0, C); ignored pixels get an all-zero target.
+    """
+    valid = (labels >= 0) & (labels < num_classes) & (labels != ignore_index)
+    safe = torch.where(valid, labels, torch.zeros_like(labels)).long()
+    onehot = F.one_hot(safe, num_classes).permute(0, 3, 1, 2).float()
+    return onehot * valid[:, None], valid
+
+
+def reliability(logits: torch.Tensor, onehot: torch.Tensor) -> torch.Tensor:
+    """H(Z): elementwise sigmoid BCE of (N, C, h, w) logits against one-hot labels, (N, C, h, w).
+
+    Low H means the map is reliable for that class at that pixel (a loss w.r.t. the labels).
+    """
+    return F.binary_cross_entropy_with_logits(logits.float(), onehot, reduction="none")
+
+
+@torch.no_grad()
+def knowledge_mixing(
+    z_s: torch.Tensor, z_t: torch.Tensor, h_s: torch.Tensor, h_t: torch.Tensor, eps: float = 1e-6
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """KMM (Eq. 5–7): the reliability-weighted mix of teacher and student logits.
+
+    Args:
+        z_s, z_t: (N, C, h, w) projected student / teacher logits on the same grid.
+        h_s, h_t: (N, C, h, w) their reliabilities H(Z^S), H(Z^T).
+
+    Returns:
+        ``(z_mix, s_t)``, both (N, C, h, w) and without gradient:
+        S_T = H_S / (H_T + H_S + ε) and Z^mix = S_T ⊙ Z^T + (1 − S_T) ⊙ Z^S.
+    """
+    s_t = h_s / (h_t + h_s + eps)
+    z_mix = s_t * z_t.float() + (1.0 - s_t) * z_s.float()
+    return z_mix, s_t
+
+
+@torch.no_grad()
+def knowledge_evaluation(
+    h_s: torch.Tensor, h_mix: torch.Tensor, valid: torch.Tensor, axis: KemAxis = "class"
+) -> torch.Tensor:
+    """KEM (Eq. 8–9): per-class, per-pixel weights W from how far the student is behind the mix.
+
+    D = max(0, H_S − H_mix); W = softmax(H_S + D) over ``axis``: the classes at each pixel
+    ("class"), or the valid pixels of each image and class ("spatial").
+
+    Args:
+        h_s, h_mix: (N, C, h, w) reliabilities of the student and of the mixed logits.
+        valid: (N, h, w) bool mask of valid pixels.
+
+    Returns:
+        W, (N, C, h, w) without gradient; zero at invalid pixels.
+    """
+    score = h_s + (h_s - h_mix).clamp_min(0.0)
+    if axis == "class":
+        weights = score.softmax(dim=1)
+    elif axis == "spatial":
+        score = score.masked_fill(~valid[:, None], float("-inf")).flatten(2)
+        weights = score.softmax(dim=2).nan_to_num(0.0).view_as(h_s)  # images with no valid pixel give NaN
+    else:
+        raise ValueError(f"kem_axis must be 'class' or 'spatial', got {axis!r}")
+    return weights * valid[:, None]
+
+
+def uniform_weights(valid: torch.Tensor, num_classes: int, axis: KemAxis = "class") -> torch.Tensor:
+    """The weights KEM is replaced with when switched off: uniform over ``axis``, (N, C, h, w)."""
+    weights = valid[:, None].float().expand(-1, num_classes, -1, -1)
+    if axis == "class":
+        return weights / num_classes
+    return weights / valid.flatten(1).sum(1).clamp_min(1)[:, None, None, None]
+
+
+def soft_target_cross_entropy(
+    student: torch.Tensor, target: torch.Tensor, temperature: float
+) -> torch.Tensor:
+    """Per-class terms −σ(target/τ)_c · log σ(student/τ)_c, (N, C, h, w); each term ≥ 0."""
+    return -(target.float() / temperature).softmax(dim=1) * (student.float() / temperature).log_softmax(dim=1)
+
+
+class HeteroAKDLosses(NamedTuple):
+    hakd: torch.Tensor
+    """L_hakd (Eq. 10), scalar."""
+    proj: torch.Tensor
+    """L_proj, the projectors' label supervision, scalar."""
+
+
+def heteroakd_loss(
+    z_s: torch.Tensor,
+    z_t: torch.Tensor,
+    labels: torch.Tensor,
+    temperature: float = 4.0,
+    kmm: bool = True,
+    kem: bool = True,
+    kem_axis: KemAxis = "class",
+    ignore_index: int = IGNORE_INDEX,
+    eps: float = 1e-6,
+) -> HeteroAKDLosses:
+    """L_hakd and L_proj for one stage, sharing the resizes and reliabilities they both need.
+
+    L_hakd = τ² · mean_valid Σ_c  K·W_c · (−σ(Z^mix/τ)_c · log σ(Z^S/τ)_c), where K rescales W so
+    that its mean over the softmax axis is 1 (K = C for the class axis): with ``kmm=False,
+    kem=False`` this is exactly the plain soft-target cross-entropy from Z^T.
+    L_proj = mean_valid mean_c [H(Z^T) + H(Z^S)].
+
+    Args:
+        z_s: (N, C, h, w) the student's projected logits Z^S; gradient flows only through it
+            (and, for L_proj, through z_t).
+        z_t: (N, C, h', w') the teacher's projected logits Z^T, resized bilinearly to (h, w).
+        labels: (N, H, W) class indices, resized with nearest to (h, w).
+        temperature: τ, for the soft targets and the τ² factor.
+        kmm: mix teacher and student by reliability; off, Z^mix = Z^T.
+        kem: weight classes by KEM; off, W is uniform.
+        kem_axis: "class" or "spatial", the softmax axis of KEM.
+    """
+    num_classes = z_s.shape[1]
+    grid = z_s.shape[-2:]
+    z_s = z_s.float()
+    z_t = resize_logits(z_t.float(), grid)
+    onehot, valid = one_hot_targets(resize_labels(labels, grid), num_classes, ignore_index)
+    num_valid = valid.sum().clamp_min(1)
+
+    h_s = reliability(z_s, onehot)
+    h_t = reliability(z_t, onehot)
+    proj = ((h_s + h_t).mean(dim=1) * valid).sum() / num_valid
+
+    if kmm:
+        z_mix, _ = knowledge_mixing(z_s, z_t, h_s, h_t, eps)
+    else:
+        z_mix = z_t.detach()
+    if kem:
+        weights = knowledge_evaluation(h_s.detach(), reliability(z_mix, onehot), valid, kem_axis)
+    else:
+        weights = uniform_weights(valid, num_classes, kem_axis)
+    # Scale so the mean weight over the softmax axis is 1 (uniform weights give the plain soft CE).
+    scale = num_classes if kem_axis == "class" else valid.flatten(1).sum(1)[:, None, None, None]
+    per_pixel = (scale * weights * soft_target_cross_entropy(z_s, z_mix, temperature)).sum(dim=1)
+    hakd = (per_pixel * valid).sum() / num_valid * temperature**2
+    return HeteroAKDLosses(hakd=hakd, proj=proj)

@@ -1,0 +1,282 @@
+"""Streaming mean IoU for semantic segmentation.
+
+:class:`MeanIoU` reproduces the result of the ``evaluate`` library's ``mean_iou``
+metric (same keys, same values, same NaN semantics) but never stores the
+predictions: every ``update`` folds a batch into a confusion matrix with
+``torch.bincount`` on the device of the inputs, so evaluation memory is
+``O(num_labels**2)`` whatever the size of the evaluation set.
+
+Definition followed (``evaluate``'s ``mean_iou``), per pixel:
+
+* reference pixels equal to ``-100`` (the padding value the ``transformers``
+  ``Trainer`` uses when it gathers batches across processes) are always ignored;
+* ``label_map`` (optional) then ``reduce_labels`` (label ``0 -> 255``,
+  ``label -= 1``, ``254 -> 255``) are applied to the references;
+* pixels whose reference equals ``ignore_index`` are ignored;
+* for each class ``c`` in ``[0, num_labels)``: ``intersect[c]`` counts valid pixels
+  with ``pred == ref == c``, ``area_pred[c]`` valid pixels with ``pred == c``,
+  ``area_label[c]`` valid pixels with ``ref == c``. Values outside
+  ``[0, num_labels)`` fall outside these histograms: an out-of-range prediction
+  still counts in the ``area_label`` of its reference, an out-of-range (and not
+  ignored) reference still counts in the ``area_pred`` of its prediction;
+* ``iou = intersect / (area_pred + area_label - intersect)``,
+  ``acc = intersect / area_label`` (NaN for 0/0), ``mean_iou = nanmean(iou)``,
+  ``mean_accuracy = nanmean(acc)``,
+  ``overall_accuracy = intersect.sum() / area_label.sum()``.
+
+Internally the matrix is ``(num_labels + 1) x (num_labels + 1)`` (rows: reference,
+columns: prediction); index ``num_labels`` is an "other" bucket collecting every
+out-of-range value, which makes the rules above fall out of row/column sums.
+
+:class:`MeanIoUForTrainer` wraps it as a ``compute_metrics`` callable for
+``transformers.Trainer`` (works with and without ``batch_eval_metrics=True``).
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+
+__all__ = ["MeanIoU", "MeanIoUForTrainer", "TRAINER_PAD_INDEX"]
+
+#: Value the ``Trainer`` uses to pad labels/predictions across processes; always ignored.
+TRAINER_PAD_INDEX = -100
+
+ArrayLike = Any  # np.ndarray | torch.Tensor | nested sequences of ints
+
+
+def _as_int64_tensor(x: ArrayLike, device: torch.device | None = None) -> torch.Tensor:
+    """Convert an integer array/tensor of any shape to an int64 tensor (same shape)."""
+    if isinstance(x, torch.Tensor):
+        t = x.detach()
+    else:
+        arr = np.asarray(x)
+        if arr.dtype.kind not in "biu":
+            raise TypeError(f"MeanIoU expects integer label maps, got numpy dtype {arr.dtype}")
+        t = torch.from_numpy(np.ascontiguousarray(arr.astype(np.int64, copy=False)))
+    if t.is_floating_point() or t.is_complex():
+        raise TypeError(
+            f"MeanIoU expects integer label maps, got torch dtype {t.dtype} "
+            "(argmax the logits first, e.g. in `preprocess_logits_for_metrics`)"
+        )
+    if device is not None:
+        t = t.to(device)
+    return t.to(torch.int64)
+
+
+class MeanIoU:
+    """Streaming, device-agnostic equivalent of ``evaluate.load("mean_iou")``.
+
+    Args:
+        num_labels: number of classes ``n``; classes are ``0 .. n-1``.
+        ignore_index: reference value ignored (after ``reduce_labels``), as in ``evaluate``.
+        reduce_labels: ``evaluate``'s ``reduce_labels`` (label ``0 -> 255``, others ``-1``,
+            ``254 -> 255``), for datasets where 0 is background.
+        label_map: optional ``{old_id: new_id}`` applied to the references before
+            ``reduce_labels``; as in current ``evaluate``, every mapping reads the original ids.
+
+    Example::
+
+        metric = MeanIoU(num_labels=150, ignore_index=255, reduce_labels=True)
+        for preds, labels in batches:      # (N, H, W) integer maps, CPU or GPU
+            metric.update(preds, labels)
+        metric.compute()["mean_iou"]
+    """
+
+    def __init__(
+        self,
+        num_labels: int,
+        ignore_index: int = 255,
+        reduce_labels: bool = False,
+        label_map: Mapping[int, int] | None = None,
+    ) -> None:
+        if int(num_labels) < 1:
+            raise ValueError(f"num_labels must be >= 1, got {num_labels}")
+        self.num_labels = int(num_labels)
+        self.ignore_index = int(ignore_index)
+        self.reduce_labels = bool(reduce_labels)
+        self.label_map = dict(label_map) if label_map is not None else None
+        self._confusion_matrix: torch.Tensor | None = None
+
+    # ------------------------------------------------------------------ state
+    @property
+    def confusion_matrix(self) -> torch.Tensor:
+        """Accumulated counts, int64 tensor of shape ``(num_labels + 1, num_labels + 1)``.
+
+        ``confusion_matrix[r, p]`` counts valid pixels with reference ``r`` and prediction
+        ``p``; row/column ``num_labels`` gathers out-of-range values. It lives on the device
+        of the first batch; all-reduce (sum) it across processes before :meth:`compute`
+        when each process saw a different shard, e.g.
+        ``torch.distributed.all_reduce(metric.confusion_matrix)`` (in place).
+        """
+        if self._confusion_matrix is None:
+            self._confusion_matrix = self._zeros(torch.device("cpu"))
+        return self._confusion_matrix
+
+    @confusion_matrix.setter
+    def confusion_matrix(self, value: torch.Tensor) -> None:
+        size = self.num_labels + 1
+        value = torch.as_tensor(value)
+        if tuple(value.shape) != (size, size):
+            raise ValueError(f"confusion_matrix must have shape {(size, size)}, got {tuple(value.shape)}")
+        self._confusion_matrix = value.to(torch.int64)
+
+    def _zeros(self, device: torch.device) -> torch.Tensor:
+        size = self.num_labels + 1
+        return torch.zeros((size, size), dtype=torch.int64, device=device)
+
+    def reset(self) -> None:
+        """Forget everything accumulated so far."""
+        self._confusion_matrix = None
+
+    # ----------------------------------------------------------------- update
+    def update(self, predictions: ArrayLike, references: ArrayLike) -> None:
+        """Accumulate one batch.
+
+        Args:
+            predictions: integer label map(s), any shape, e.g. ``(N, H, W)`` or ``(H, W)``;
+                numpy array or torch tensor (CPU or GPU).
+            references: integer ground truth of the same shape as ``predictions``.
+        """
+        refs = _as_int64_tensor(references)
+        preds = _as_int64_tensor(predictions, device=refs.device)
+        if preds.shape != refs.shape:
+            raise ValueError(
+                f"predictions and references must have the same shape, got {tuple(preds.shape)} "
+                f"and {tuple(refs.shape)}"
+            )
+        preds, refs = preds.reshape(-1), refs.reshape(-1)
+        n = self.num_labels
+
+        valid = refs != TRAINER_PAD_INDEX
+        if self.label_map:
+            mapped = refs.clone()
+            for old_id, new_id in self.label_map.items():  # all look-ups use the original ids
+                mapped[refs == old_id] = new_id
+            refs = mapped
+        if self.reduce_labels:
+            refs = torch.where(refs == 0, torch.full_like(refs, 255), refs - 1)
+            refs = torch.where(refs == 254, torch.full_like(refs, 255), refs)
+        valid &= refs != self.ignore_index
+
+        refs, preds = refs[valid], preds[valid]
+        refs = torch.where((refs >= 0) & (refs < n), refs, torch.full_like(refs, n))
+        preds = torch.where((preds >= 0) & (preds < n), preds, torch.full_like(preds, n))
+        counts = torch.bincount(refs * (n + 1) + preds, minlength=(n + 1) ** 2).reshape(n + 1, n + 1)
+
+        if self._confusion_matrix is None:
+            self._confusion_matrix = counts.to(torch.int64)
+        else:
+            self._confusion_matrix += counts.to(self._confusion_matrix.device)
+
+    # ---------------------------------------------------------------- compute
+    def compute(self) -> dict[str, Any]:
+        """Return ``evaluate``'s ``mean_iou`` result for everything accumulated.
+
+        Returns:
+            ``{"mean_iou": float, "mean_accuracy": float, "overall_accuracy": float,
+            "per_category_iou": np.ndarray (num_labels,) float64,
+            "per_category_accuracy": np.ndarray (num_labels,) float64}``; classes absent from
+            both predictions and references get NaN IoU, classes absent from the references
+            get NaN accuracy (as in ``evaluate``).
+        """
+        n = self.num_labels
+        cm = self.confusion_matrix.detach().cpu().numpy().astype(np.float64)
+        intersect = np.diag(cm)[:n]
+        area_label = cm[:n, :].sum(axis=1)
+        area_pred = cm[:, :n].sum(axis=0)
+        union = area_pred + area_label - intersect
+        with np.errstate(divide="ignore", invalid="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", category=RuntimeWarning)  # nanmean of all-NaN
+            iou = intersect / union
+            acc = intersect / area_label
+            overall = intersect.sum() / area_label.sum()
+            mean_iou = np.nanmean(iou)
+            mean_acc = np.nanmean(acc)
+        return {
+            "mean_iou": float(mean_iou),
+            "mean_accuracy": float(mean_acc),
+            "overall_accuracy": float(overall),
+            "per_category_iou": iou,
+            "per_category_accuracy": acc,
+        }
+
+
+class MeanIoUForTrainer:
+    """``compute_metrics`` for ``transformers.Trainer`` backed by a streaming :class:`MeanIoU`.
+
+    Use with ``TrainingArgs(batch_eval_metrics=True)`` and a
+    ``preprocess_logits_for_metrics`` that turns logits into label maps of the label size
+    (``(N, H, W)`` integers). The Trainer calls ``fn(eval_pred, compute_result=...)`` once per
+    batch; every call accumulates ``eval_pred.predictions`` / ``eval_pred.label_ids``
+    (numpy or torch). When ``compute_result`` is True the flattened result is returned and
+    the state is reset for the next evaluation. Without ``batch_eval_metrics`` the Trainer
+    calls it once with all predictions and no ``compute_result``, which defaults to True.
+
+    Returned keys: ``mean_iou``, ``mean_accuracy``, ``overall_accuracy`` and, per class,
+    ``iou_<name>`` / ``accuracy_<name>`` with names from ``id2label`` (int or str keys, as in
+    a model config) or the class index. Per-class NaN values stay ``float("nan")``.
+
+    Args:
+        num_labels: number of classes.
+        ignore_index, reduce_labels, label_map: see :class:`MeanIoU`.
+        id2label: optional ``{class_id: name}`` used to name the per-class entries.
+    """
+
+    def __init__(
+        self,
+        num_labels: int,
+        ignore_index: int = 255,
+        reduce_labels: bool = False,
+        id2label: Mapping[int | str, str] | None = None,
+        label_map: Mapping[int, int] | None = None,
+    ) -> None:
+        self.metric = MeanIoU(num_labels, ignore_index=ignore_index, reduce_labels=reduce_labels, label_map=label_map)
+        self.id2label = dict(id2label) if id2label is not None else None
+
+    def _class_name(self, index: int) -> str:
+        if self.id2label is None:
+            return str(index)
+        if index in self.id2label:
+            return str(self.id2label[index])
+        return str(self.id2label.get(str(index), index))
+
+    def __call__(self, eval_pred: Any, compute_result: bool = True) -> dict[str, float]:
+        """Accumulate ``eval_pred`` (``.predictions`` and ``.label_ids`` of shape ``(N, H, W)``).
+
+        Returns the flattened metrics (and resets) when ``compute_result`` is True, else ``{}``.
+        """
+        if hasattr(eval_pred, "predictions"):
+            predictions, labels = eval_pred.predictions, eval_pred.label_ids
+        else:  # plain (predictions, labels) tuple
+            predictions, labels = eval_pred[0], eval_pred[1]
+        if isinstance(predictions, (tuple, list)):  # model returned several outputs
+            predictions = predictions[0]
+        if isinstance(labels, (tuple, list)):
+            labels = labels[0]
+        self.metric.update(predictions, labels)
+        if not compute_result:
+            return {}
+        return self.compute()
+
+    def compute(self) -> dict[str, float]:
+        """Flattened result of the accumulated state, then reset."""
+        result = self.metric.compute()
+        self.metric.reset()
+        flat: dict[str, float] = {
+            "mean_iou": result["mean_iou"],
+            "mean_accuracy": result["mean_accuracy"],
+            "overall_accuracy": result["overall_accuracy"],
+        }
+        for i, value in enumerate(result["per_category_iou"]):
+            flat[f"iou_{self._class_name(i)}"] = float(value)
+        for i, value in enumerate(result["per_category_accuracy"]):
+            flat[f"accuracy_{self._class_name(i)}"] = float(value)
+        return flat
+
+    def reset(self) -> None:
+        """Drop the accumulated state."""
+        self.metric.reset()

@@ -1,0 +1,195 @@
+"""The whole run behind ``recipes/run_distill.py``: data, teacher, student, train, evaluate, save."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Literal
+
+import torch
+import transformers
+from transformers import SegformerImageProcessor, set_seed
+
+from .card import write_model_card
+from .config import HeteroAKDConfig
+from .data import (
+    IMAGENET_DEFAULT_MEAN,
+    IMAGENET_DEFAULT_STD,
+    SegmentationDataset,
+    check_label_range,
+    collate_segmentation,
+    eval_transforms,
+    load_segmentation_data,
+    train_transforms,
+)
+from .errors import HeteroAKDError
+from .metrics import MeanIoUForTrainer
+from .students import build_student
+from .teachers import Renormalize, load_teacher, teacher_normalization
+from .trainer import HeteroAKDTrainer
+
+logger = logging.getLogger(__name__)
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass
+class ModelArguments:
+    teacher: str | None = field(
+        default=None,
+        metadata={"help": "Teacher: path or Hub id of an AutoModelForSemanticSegmentation checkpoint "
+                  "(e.g. nvidia/segformer-b5-finetuned-cityscapes-1024-1024). Not needed with --distill_method none."},
+    )
+    student: str = field(
+        default="resnet18",
+        metadata={"help": "Student: a timm CNN name (built as DeepLabV3, output stride 8) or a path / Hub id of an "
+                  "AutoModelForSemanticSegmentation checkpoint."},
+    )
+    student_pretrained_backbone: bool = field(
+        default=True, metadata={"help": "Start a timm student's backbone from its ImageNet weights (needs the Hub)."}
+    )
+    teacher_dtype: Literal["auto", "float32", "bfloat16", "float16"] = field(
+        default="auto", metadata={"help": "Teacher precision; auto: bfloat16 on GPUs that support it, else float32."}
+    )
+
+
+@dataclass
+class DataArguments:
+    dataset: str = field(
+        default=None, metadata={"help": "Hub dataset id, or a local folder in the Hub's layout (parquet/imagefolder)."}
+    )
+    dataset_config: str | None = field(default=None, metadata={"help": "The dataset's configuration name."})
+    train_split: str = field(default="train", metadata={"help": "Split to train on."})
+    eval_split: str = field(default="validation", metadata={"help": "Split to evaluate on."})
+    image_column_name: str | None = field(default=None, metadata={"help": "Image column (auto-detected if unset)."})
+    label_column_name: str | None = field(
+        default=None, metadata={"help": "Label-map column (auto-detected if unset)."}
+    )
+    crop_size: list[int] = field(
+        default_factory=lambda: [512, 512], metadata={"help": "Training crop, height width (one value: square)."}
+    )
+    scale_range: list[float] = field(
+        default_factory=lambda: [0.5, 2.0], metadata={"help": "Random scale range of training images, min max."}
+    )
+    max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N training rows."})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Use only the first N evaluation rows."})
+    label_check_samples: int = field(
+        default=32, metadata={"help": "Rows of each split whose label values are checked before training."}
+    )
+
+    def __post_init__(self) -> None:
+        if self.dataset is None:
+            raise HeteroAKDError("--dataset is required: a Hub dataset id or a local folder in the Hub's layout")
+        if len(self.crop_size) == 1:
+            self.crop_size = self.crop_size * 2
+
+
+def resolve_id2label(dataset_labels: dict[int, str] | None, teacher) -> dict[int, str]:
+    """The run's classes: the dataset's, which the teacher's must equal (order included)."""
+    teacher_labels = {int(k): v for k, v in teacher.config.id2label.items()} if teacher is not None else None
+    if dataset_labels is None and teacher_labels is None:
+        raise HeteroAKDError(
+            "the dataset has no id2label.json and there is no teacher to take the classes from; "
+            "add id2label.json ({\"0\": \"road\", ...}) to the dataset"
+        )
+    if dataset_labels is None:
+        return teacher_labels
+    if teacher_labels is not None and teacher_labels != dataset_labels:
+        diff = [
+            f"{i}: dataset {dataset_labels.get(i)!r} vs teacher {teacher_labels.get(i)!r}"
+            for i in sorted(set(dataset_labels) | set(teacher_labels))
+            if dataset_labels.get(i) != teacher_labels.get(i)
+        ]
+        raise HeteroAKDError(
+            "the teacher's classes differ from the dataset's (" + "; ".join(diff[:10])
+            + (f"; and {len(diff) - 10} more" if len(diff) > 10 else "")
+            + "): pick a teacher fine-tuned on this dataset"
+        )
+    return dataset_labels
+
+
+def run_distillation(
+    model_args: ModelArguments, data_args: DataArguments, training_args: HeteroAKDConfig
+) -> dict[str, float]:
+    """Loads everything, trains and/or evaluates, saves the student; returns the final metrics."""
+    transformers.utils.logging.set_verbosity(training_args.get_process_log_level())
+    set_seed(training_args.seed)
+
+    data = load_segmentation_data(
+        data_args.dataset, data_args.dataset_config, data_args.image_column_name, data_args.label_column_name
+    )
+    teacher = None
+    if training_args.distill_method != "none":
+        if model_args.teacher is None:
+            raise HeteroAKDError(
+                f"--distill_method {training_args.distill_method} needs --teacher (a path or Hub id)"
+            )
+        dtype = None if model_args.teacher_dtype == "auto" else DTYPES[model_args.teacher_dtype]
+        teacher = load_teacher(model_args.teacher, dtype)
+    id2label = resolve_id2label(data.id2label, teacher)
+    num_labels = len(id2label)
+    student = build_student(model_args.student, id2label, model_args.student_pretrained_backbone)
+
+    mean, std = IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+    teacher_input_transform = None
+    if teacher is not None:
+        teacher_norm = teacher_normalization(model_args.teacher)
+        if teacher_norm is not None and not torch.allclose(
+            torch.tensor(teacher_norm), torch.tensor([list(mean), list(std)]), atol=1e-4
+        ):
+            teacher_input_transform = Renormalize(mean, std, *teacher_norm)
+
+    splits = {}
+    for split_name, limit, transform in (
+        (data_args.train_split, data_args.max_train_samples, train_transforms(tuple(data_args.crop_size),
+                                                                             tuple(data_args.scale_range), mean, std,
+                                                                             training_args.ignore_index)),
+        (data_args.eval_split, data_args.max_eval_samples, eval_transforms(mean, std)),
+    ):
+        needed = training_args.do_train if split_name == data_args.train_split else training_args.do_eval
+        if not needed:
+            continue
+        if split_name not in data.splits:
+            raise HeteroAKDError(
+                f"the dataset has no split {split_name!r} (it has {sorted(data.splits)}); "
+                "choose one with --train_split / --eval_split"
+            )
+        split = data.splits[split_name]
+        if limit is not None:
+            split = split.select(range(min(limit, len(split))))
+        check_label_range(split, num_labels, training_args.ignore_index, split_name, data_args.label_check_samples)
+        splits[split_name] = SegmentationDataset(split, transform, num_labels, training_args.ignore_index, split_name)
+
+    processor = SegformerImageProcessor(
+        do_resize=False, do_rescale=True, do_normalize=True, image_mean=list(mean), image_std=list(std),
+        do_reduce_labels=False,
+    )
+    trainer = HeteroAKDTrainer(
+        model=student,
+        teacher_model=teacher,
+        args=training_args,
+        train_dataset=splits.get(data_args.train_split),
+        eval_dataset=splits.get(data_args.eval_split),
+        data_collator=partial(collate_segmentation, ignore_index=training_args.ignore_index),
+        compute_metrics=MeanIoUForTrainer(num_labels, training_args.ignore_index, id2label=id2label),
+        processing_class=processor,
+        teacher_input_transform=teacher_input_transform,
+    )
+
+    metrics: dict[str, float] = {}
+    if training_args.do_train:
+        result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+        trainer.save_model()
+        trainer.log_metrics("train", result.metrics)
+        trainer.save_metrics("train", result.metrics)
+        trainer.save_state()
+        metrics.update(result.metrics)
+    if training_args.do_eval:
+        eval_metrics = trainer.evaluate()
+        trainer.log_metrics("eval", eval_metrics)
+        trainer.save_metrics("eval", eval_metrics)
+        metrics.update(eval_metrics)
+    if training_args.do_train and trainer.args.should_save:
+        write_model_card(training_args.output_dir, model_args, data_args, training_args, metrics)
+    return metrics
