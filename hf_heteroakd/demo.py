@@ -35,7 +35,7 @@ def tiny_segformer(num_labels: int) -> SegformerForSemanticSegmentation:
     return SegformerForSemanticSegmentation(config)
 
 
-def run_demo(output_dir: str = "outputs/demo", teacher_steps: int = 600, student_steps: int = 300,
+def run_demo(output_dir: str = "outputs/demo", teacher_steps: int = 800, student_steps: int = 200,
              num_train: int = 512, num_validation: int = 64, batch_size: int = 8) -> dict[str, float]:
     out = Path(output_dir)
     data_dir = make_synthetic_dataset(out / "data", num_train=num_train, num_validation=num_validation)
@@ -53,7 +53,7 @@ def run_demo(output_dir: str = "outputs/demo", teacher_steps: int = 600, student
     tiny_segformer(len(CLASS_NAMES)).save_pretrained(init)
     SegformerImageProcessor(do_resize=False).save_pretrained(init)
     teacher_metrics = run_distillation(
-        ModelArguments(student=str(init)), data_args, args("teacher", "none", teacher_steps, 2e-3)
+        ModelArguments(student=str(init)), data_args, args("teacher", "none", teacher_steps, 6e-4)
     )
     student_metrics = run_distillation(
         ModelArguments(teacher=str(out / "teacher"), student="resnet18", student_pretrained_backbone=False),
@@ -79,8 +79,8 @@ def run_demo(output_dir: str = "outputs/demo", teacher_steps: int = 600, student
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output_dir", default="outputs/demo")
-    parser.add_argument("--teacher_steps", type=int, default=600)
-    parser.add_argument("--student_steps", type=int, default=300)
+    parser.add_argument("--teacher_steps", type=int, default=800)
+    parser.add_argument("--student_steps", type=int, default=200)
     run_demo(**vars(parser.parse_args()))
 
 

@@ -59,7 +59,7 @@ class DataArguments:
     dataset: str = field(
         default=None, metadata={"help": "Hub dataset id, or a local folder in the Hub's layout (parquet/imagefolder)."}
     )
-    dataset_config: str | None = field(default=None, metadata={"help": "The dataset's configuration name."})
+    dataset_config_name: str | None = field(default=None, metadata={"help": "The dataset's configuration name."})
     train_split: str = field(default="train", metadata={"help": "Split to train on."})
     eval_split: str = field(default="validation", metadata={"help": "Split to evaluate on."})
     image_column_name: str | None = field(default=None, metadata={"help": "Image column (auto-detected if unset)."})
@@ -117,7 +117,7 @@ def run_distillation(
     set_seed(training_args.seed)
 
     data = load_segmentation_data(
-        data_args.dataset, data_args.dataset_config, data_args.image_column_name, data_args.label_column_name
+        data_args.dataset, data_args.dataset_config_name, data_args.image_column_name, data_args.label_column_name
     )
     teacher = None
     if training_args.distill_method != "none":
@@ -140,26 +140,27 @@ def run_distillation(
         ):
             teacher_input_transform = Renormalize(mean, std, *teacher_norm)
 
+    transforms = {
+        data_args.train_split: train_transforms(
+            tuple(data_args.crop_size), tuple(data_args.scale_range), mean, std, training_args.ignore_index
+        ),
+        data_args.eval_split: eval_transforms(mean, std),
+    }
+    limits = {data_args.train_split: data_args.max_train_samples, data_args.eval_split: data_args.max_eval_samples}
+    wanted = [name for name, needed in ((data_args.train_split, training_args.do_train),
+                                        (data_args.eval_split, training_args.do_eval)) if needed]
     splits = {}
-    for split_name, limit, transform in (
-        (data_args.train_split, data_args.max_train_samples, train_transforms(tuple(data_args.crop_size),
-                                                                             tuple(data_args.scale_range), mean, std,
-                                                                             training_args.ignore_index)),
-        (data_args.eval_split, data_args.max_eval_samples, eval_transforms(mean, std)),
-    ):
-        needed = training_args.do_train if split_name == data_args.train_split else training_args.do_eval
-        if not needed:
-            continue
-        if split_name not in data.splits:
+    for name in wanted:
+        if name not in data.splits:
             raise HeteroAKDError(
-                f"the dataset has no split {split_name!r} (it has {sorted(data.splits)}); "
+                f"the dataset has no split {name!r} (it has {sorted(data.splits)}); "
                 "choose one with --train_split / --eval_split"
             )
-        split = data.splits[split_name]
-        if limit is not None:
-            split = split.select(range(min(limit, len(split))))
-        check_label_range(split, num_labels, training_args.ignore_index, split_name, data_args.label_check_samples)
-        splits[split_name] = SegmentationDataset(split, transform, num_labels, training_args.ignore_index, split_name)
+        split = data.splits[name]
+        if limits[name] is not None:
+            split = split.select(range(min(limits[name], len(split))))
+        check_label_range(split, num_labels, training_args.ignore_index, name, data_args.label_check_samples)
+        splits[name] = SegmentationDataset(split, transforms[name], num_labels, training_args.ignore_index, name)
 
     processor = SegformerImageProcessor(
         do_resize=False, do_rescale=True, do_normalize=True, image_mean=list(mean), image_std=list(std),

@@ -1,0 +1,65 @@
+"""The recipe's command line, run as a user runs it: a subprocess, offline."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_distill(*args: str, hub_cache: Path | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    if hub_cache is not None:
+        env["HF_HUB_CACHE"] = str(hub_cache)
+    return subprocess.run(
+        [sys.executable, str(REPO / "recipes" / "run_distill.py"), *args],
+        env=env, capture_output=True, text=True, timeout=600,
+    )
+
+
+@pytest.mark.slow
+def test_issue_command_trains_evaluates_and_saves_offline(tmp_path, tiny_segformer_dir, synthetic_dataset, timm_hub_cache):
+    out = tmp_path / "out"
+    result = run_distill(
+        "--teacher", str(tiny_segformer_dir), "--student", "resnet18", "--dataset", str(synthetic_dataset),
+        "--output_dir", str(out), "--max_steps", "4", "--do_train", "--do_eval",
+        hub_cache=timm_hub_cache,  # timm's resnet18 weights, laid out as a download would leave them
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = json.loads((out / "all_results.json").read_text())
+    assert 0.0 <= results["eval_mean_iou"] <= 1.0
+    for name in ("config.json", "model.safetensors", "preprocessor_config.json", "README.md"):
+        assert (out / name).is_file(), name
+
+
+def test_help_documents_every_flag():
+    result = subprocess.run(
+        [sys.executable, str(REPO / "recipes" / "run_distill.py"), "--help"], capture_output=True, text=True
+    )
+    assert result.returncode == 0
+    for flag in ("--teacher", "--student", "--dataset", "--distill_method", "--lambda_kd", "--lambda_hakd",
+                 "--temperature", "--hakd_stages", "--learning_rate", "--max_steps", "--output_dir", "--push_to_hub"):
+        assert flag in result.stdout, flag
+
+
+def test_missing_dataset_is_one_clear_line(tmp_path):
+    result = run_distill("--dataset", str(tmp_path / "nowhere"), "--output_dir", str(tmp_path / "o"),
+                         "--distill_method", "none", "--do_train")
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("error: ")
+    assert "nowhere" in result.stderr
+
+
+def test_pretrained_backbone_offline_without_cache_says_how_to_proceed(tmp_path, synthetic_dataset):
+    result = run_distill("--dataset", str(synthetic_dataset), "--output_dir", str(tmp_path / "o"),
+                         "--distill_method", "none", "--do_train", "--max_steps", "1", hub_cache=tmp_path / "empty")
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "--student_pretrained_backbone false" in result.stderr

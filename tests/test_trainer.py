@@ -1,0 +1,142 @@
+"""HeteroAKDTrainer: what trains, what is logged, what is saved."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import pytest
+import safetensors.torch
+import torch
+from transformers import AutoModelForSemanticSegmentation
+
+import hf_heteroakd  # noqa: F401  (registers the student classes with the Auto* factories)
+from hf_heteroakd import HeteroAKDConfig, HeteroAKDError, HeteroAKDTrainer, build_student
+from hf_heteroakd.data import SegmentationDataset, collate_segmentation, load_segmentation_data, train_transforms
+from hf_heteroakd.metrics import MeanIoUForTrainer
+from hf_heteroakd.pipeline import resolve_id2label
+from hf_heteroakd.teachers import Renormalize
+from hf_heteroakd.trainer import PROJECTORS_NAME
+
+from .conftest import ID2LABEL, NUM_LABELS, tiny_segformer
+
+
+@pytest.fixture
+def train_set(synthetic_dataset):
+    split = load_segmentation_data(str(synthetic_dataset)).splits["train"]
+    return SegmentationDataset(split, train_transforms((32, 32)), NUM_LABELS)
+
+
+def make_trainer(tmp_path, train_set, method="heteroakd", **overrides) -> HeteroAKDTrainer:
+    torch.manual_seed(0)
+    options = dict(
+        output_dir=str(tmp_path / "run"), distill_method=method, max_steps=2, per_device_train_batch_size=2,
+        logging_steps=1, save_strategy="no", report_to="none", disable_tqdm=True, dataloader_pin_memory=False,
+    )
+    args = HeteroAKDConfig(**{**options, **overrides})
+    return HeteroAKDTrainer(
+        model=build_student("resnet18", ID2LABEL, pretrained_backbone=False),
+        teacher_model=tiny_segformer() if method != "none" else None,
+        args=args,
+        train_dataset=train_set,
+        eval_dataset=train_set,
+        data_collator=partial(collate_segmentation),
+        compute_metrics=MeanIoUForTrainer(NUM_LABELS, id2label=ID2LABEL),
+    )
+
+
+def batch_of(train_set, n=2):
+    return collate_segmentation([train_set[i] for i in range(n)])
+
+
+def test_gradients_reach_student_and_projectors_never_teacher(tmp_path, train_set):
+    trainer = make_trainer(tmp_path, train_set)
+    trainer.model.train()
+    trainer.compute_loss(trainer.model, batch_of(train_set)).backward()
+    student_grads = [p.grad for p in trainer.student.parameters()]
+    assert all(g is not None for g in student_grads) and sum(g.abs().sum() for g in student_grads) > 0
+    for side in (trainer.projectors.student, trainer.projectors.teacher):
+        assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in side.parameters())
+    assert all(p.grad is None and not p.requires_grad for p in trainer.teacher.parameters())
+    assert not trainer.teacher.training
+
+
+def test_teacher_is_not_in_the_optimizer(tmp_path, train_set):
+    trainer = make_trainer(tmp_path, train_set)
+    trainer.create_optimizer()
+    optimized = {id(p) for group in trainer.optimizer.param_groups for p in group["params"]}
+    assert optimized == {id(p) for p in trainer.model.parameters()}
+    assert not optimized & {id(p) for p in trainer.teacher.parameters()}
+    assert {id(p) for p in trainer.projectors.parameters()} <= optimized
+
+
+@pytest.mark.parametrize(
+    "method, terms",
+    [("heteroakd", {"task", "kd", "hakd", "proj"}), ("kd", {"task", "kd"}), ("none", {"task"})],
+)
+def test_each_loss_term_is_logged(tmp_path, train_set, method, terms):
+    trainer = make_trainer(tmp_path, train_set, method)
+    trainer.train()
+    logged = [entry for entry in trainer.state.log_history if "loss" in entry]
+    assert len(logged) == 2
+    for entry in logged:
+        assert {k[len("loss_"):] for k in entry if k.startswith("loss_")} == terms
+        weights = {"task": 1.0, "kd": 0.1, "hakd": 1.0, "proj": 1.0}
+        total = sum(weights[t] * entry[f"loss_{t}"] for t in terms)
+        assert entry["loss"] == pytest.approx(total, rel=1e-3)
+
+
+def test_evaluation_reports_mean_iou(tmp_path, train_set):
+    metrics = make_trainer(tmp_path, train_set).evaluate()
+    assert 0.0 <= metrics["eval_mean_iou"] <= 1.0
+    assert {"eval_mean_accuracy", "eval_overall_accuracy", "eval_iou_circle", "eval_loss"} <= set(metrics)
+
+
+def test_gradient_accumulation_divides_the_loss_once(tmp_path, train_set):
+    trainer = make_trainer(tmp_path, train_set, gradient_accumulation_steps=2)
+    trainer.current_gradient_accumulation_steps = 2
+    batch = batch_of(train_set)
+    torch.manual_seed(0)
+    step_loss = trainer.training_step(trainer.model, batch)
+    trainer.model.zero_grad()
+    torch.manual_seed(0)
+    full = trainer.compute_loss(trainer.model, batch).detach()
+    torch.testing.assert_close(step_loss, full / 2)
+
+
+def test_saved_student_has_no_projectors_and_loads_with_auto_class(tmp_path, train_set):
+    trainer = make_trainer(tmp_path, train_set, save_strategy="steps", save_steps=1)
+    trainer.train()
+    trainer.save_model()
+    out = tmp_path / "run"
+    keys = safetensors.torch.load_file(out / "model.safetensors").keys()
+    assert not any("projector" in k for k in keys)
+    assert (out / "checkpoint-1" / PROJECTORS_NAME).is_file()  # checkpoints keep them, for resuming
+
+    loaded = AutoModelForSemanticSegmentation.from_pretrained(out).eval()
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x).logits, trainer.student.eval()(x).logits)
+
+
+def test_heteroakd_needs_a_teacher(tmp_path, train_set):
+    with pytest.raises(HeteroAKDError, match="needs a teacher"):
+        HeteroAKDTrainer(
+            model=build_student("resnet18", ID2LABEL, pretrained_backbone=False),
+            args=HeteroAKDConfig(output_dir=str(tmp_path), report_to="none"),
+        )
+
+
+def test_teacher_and_dataset_label_sets_must_match():
+    teacher = tiny_segformer(id2label={**ID2LABEL, 3: "pyramid"})
+    with pytest.raises(HeteroAKDError, match="3: dataset 'triangle' vs teacher 'pyramid'"):
+        resolve_id2label(ID2LABEL, teacher)
+    assert resolve_id2label(None, teacher)[3] == "pyramid"
+    assert resolve_id2label(ID2LABEL, tiny_segformer()) == ID2LABEL
+
+
+def test_renormalize_maps_between_normalisations():
+    image = torch.rand(2, 3, 4, 4)
+    mean_a, std_a, mean_b, std_b = [0.5, 0.4, 0.3], [0.2, 0.3, 0.4], [0.0, 0.1, 0.2], [1.0, 0.5, 0.25]
+    col = lambda v: torch.tensor(v).view(1, 3, 1, 1)  # noqa: E731
+    from_a = (image - col(mean_a)) / col(std_a)
+    torch.testing.assert_close(Renormalize(mean_a, std_a, mean_b, std_b)(from_a), (image - col(mean_b)) / col(std_b))
