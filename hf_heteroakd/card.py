@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
+from transformers import PreTrainedModel
 
 from .errors import HeteroAKDError
 
@@ -27,7 +28,23 @@ def _fmt(value: Any) -> str:
     return "n/a" if isinstance(value, float) and math.isnan(value) else f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
-def write_model_card(output_dir: str, model_args, data_args, training_args, metrics: dict[str, float]) -> ModelCard:
+def describe(model: PreTrainedModel) -> str:
+    """A short architecture name: "DeepLabV3 on resnet18", "segformer", …"""
+    config = model.config
+    if config.model_type == "timm_segmentation":
+        return f"{config.decode_head.replace('deeplabv3', 'DeepLabV3')} on {config.backbone}"
+    return config.model_type
+
+
+def hub_id(name: str | None) -> str | None:
+    """``name`` if it can be a Hub repo id; local folders are not named in the card's metadata."""
+    return None if name is None or os.path.exists(name) else name
+
+
+def write_model_card(
+    output_dir: str, student: PreTrainedModel, model_args, data_args, training_args, metrics: dict[str, float],
+    steps: int,
+) -> ModelCard:
     """Renders the card for a finished run into ``output_dir/README.md`` and returns it."""
     headline = ("mean_iou", "mean_accuracy", "overall_accuracy")
     eval_results = [
@@ -46,8 +63,8 @@ def write_model_card(output_dir: str, model_args, data_args, training_args, metr
         library_name="transformers",
         pipeline_tag="image-segmentation",
         tags=["knowledge-distillation", "heteroakd", "semantic-segmentation"],
-        datasets=[data_args.dataset],
-        base_model=model_args.teacher,
+        datasets=[hub_id(data_args.dataset)] if hub_id(data_args.dataset) else None,
+        base_model=hub_id(model_args.teacher),
         license="apache-2.0",
         model_name=Path(output_dir).name,
         eval_results=eval_results or None,
@@ -56,7 +73,7 @@ def write_model_card(output_dir: str, model_args, data_args, training_args, metr
         card_data,
         template_path=str(template_path()),
         model_name=Path(output_dir).name,
-        student_description=f"{model_args.student}",
+        student_description=describe(student),
         method=training_args.distill_method,
         teacher=model_args.teacher,
         dataset=data_args.dataset,
@@ -71,7 +88,7 @@ def write_model_card(output_dir: str, model_args, data_args, training_args, metr
         kmm=training_args.kmm,
         kem=training_args.kem,
         kem_axis=training_args.kem_axis,
-        max_steps=metrics.get("train_steps", training_args.max_steps),
+        max_steps=steps,
         batch_size=training_args.per_device_train_batch_size,
         learning_rate=training_args.learning_rate,
         crop_size="×".join(map(str, data_args.crop_size)),

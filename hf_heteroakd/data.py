@@ -28,11 +28,7 @@ from torchvision.transforms.v2 import functional as F
 
 from hf_heteroakd.errors import HeteroAKDError
 
-try:
-    from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-except ImportError:  # the same constants, for an install without timm
-    IMAGENET_DEFAULT_MEAN = (0.485, 0.456, 0.406)
-    IMAGENET_DEFAULT_STD = (0.229, 0.224, 0.225)
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
 logger = logging.getLogger(__name__)
 

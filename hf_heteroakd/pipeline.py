@@ -14,8 +14,6 @@ from transformers import SegformerImageProcessor, set_seed
 from .card import write_model_card
 from .config import HeteroAKDConfig
 from .data import (
-    IMAGENET_DEFAULT_MEAN,
-    IMAGENET_DEFAULT_STD,
     SegmentationDataset,
     check_label_range,
     collate_segmentation,
@@ -25,8 +23,9 @@ from .data import (
 )
 from .errors import HeteroAKDError
 from .metrics import MeanIoUForTrainer
+from .normalization import model_normalization, renormalizer
 from .students import build_student
-from .teachers import Renormalize, load_teacher, teacher_normalization
+from .teachers import load_teacher
 from .trainer import HeteroAKDTrainer
 
 logger = logging.getLogger(__name__)
@@ -131,14 +130,10 @@ def run_distillation(
     num_labels = len(id2label)
     student = build_student(model_args.student, id2label, model_args.student_pretrained_backbone)
 
-    mean, std = IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+    mean, std = model_normalization(student, model_args.student)
     teacher_input_transform = None
     if teacher is not None:
-        teacher_norm = teacher_normalization(model_args.teacher)
-        if teacher_norm is not None and not torch.allclose(
-            torch.tensor(teacher_norm), torch.tensor([list(mean), list(std)]), atol=1e-4
-        ):
-            teacher_input_transform = Renormalize(mean, std, *teacher_norm)
+        teacher_input_transform = renormalizer((mean, std), model_normalization(teacher, model_args.teacher))
 
     transforms = {
         data_args.train_split: train_transforms(
@@ -192,5 +187,8 @@ def run_distillation(
         trainer.save_metrics("eval", eval_metrics)
         metrics.update(eval_metrics)
     if training_args.do_train and trainer.args.should_save:
-        write_model_card(training_args.output_dir, model_args, data_args, training_args, metrics)
+        write_model_card(
+            training_args.output_dir, trainer.student, model_args, data_args, training_args, metrics,
+            trainer.state.global_step,
+        )
     return metrics

@@ -14,7 +14,7 @@ from hf_heteroakd import HeteroAKDConfig, HeteroAKDError, HeteroAKDTrainer, buil
 from hf_heteroakd.data import SegmentationDataset, collate_segmentation, load_segmentation_data, train_transforms
 from hf_heteroakd.metrics import MeanIoUForTrainer
 from hf_heteroakd.pipeline import resolve_id2label
-from hf_heteroakd.teachers import Renormalize
+from hf_heteroakd.normalization import Renormalize, renormalizer
 from hf_heteroakd.trainer import PROJECTORS_NAME
 
 from .conftest import ID2LABEL, NUM_LABELS, tiny_segformer
@@ -140,3 +140,19 @@ def test_renormalize_maps_between_normalisations():
     col = lambda v: torch.tensor(v).view(1, 3, 1, 1)  # noqa: E731
     from_a = (image - col(mean_a)) / col(std_a)
     torch.testing.assert_close(Renormalize(mean_a, std_a, mean_b, std_b)(from_a), (image - col(mean_b)) / col(std_b))
+    assert renormalizer((mean_a, std_a), (mean_a, std_a)) is None
+
+
+def test_normalization_is_read_from_each_model(tmp_path):
+    from transformers import SegformerImageProcessor
+
+    from hf_heteroakd.normalization import IMAGENET_DEFAULT_MEAN, model_normalization
+
+    student = build_student("resnet18", ID2LABEL, pretrained_backbone=False)
+    assert model_normalization(student) == (IMAGENET_DEFAULT_MEAN, tuple(student.backbone.pretrained_cfg["std"]))
+    teacher_dir = tmp_path / "teacher"
+    tiny_segformer().save_pretrained(teacher_dir)
+    SegformerImageProcessor(image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5]).save_pretrained(teacher_dir)
+    teacher_norm = model_normalization(tiny_segformer(), str(teacher_dir))
+    assert teacher_norm == ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+    assert renormalizer(model_normalization(student), teacher_norm) is not None
