@@ -35,6 +35,12 @@ class HeteroAKDConfig(TrainingArguments):
     kem_axis: Literal["class", "spatial"] = field(
         default="class", metadata={"help": "Softmax axis of KEM's weights: over classes, or over valid pixels."}
     )
+    hakd_activation: Literal["sigmoid", "softmax"] = field(
+        default="sigmoid",
+        metadata={"help": "Per-class soft targets of L_hakd: one-vs-rest sigmoid (default), whose class terms "
+                  "KEM's weights cannot pull away from the target, or softmax over classes (the spec's literal "
+                  "reading, which KEM's weights destabilise; see the README's Fidelity section)."},
+    )
     kmm_eps: float = field(default=1e-6, metadata={"help": "ε in S_T = H_S / (H_T + H_S + ε)."})
     projector_channels: int = field(default=256, metadata={"help": "Hidden channels of the stage projectors."})
     ignore_index: int = field(default=255, metadata={"help": "Label value ignored by the losses and the metric."})

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 IGNORE_INDEX = 255
 KemAxis = Literal["class", "spatial"]
+HakdActivation = Literal["softmax", "sigmoid"]
 
 
 def resize_logits(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -133,11 +134,26 @@ def uniform_weights(valid: torch.Tensor, num_classes: int, axis: KemAxis = "clas
     return weights / valid.flatten(1).sum(1).clamp_min(1)[:, None, None, None]
 
 
-def soft_target_cross_entropy(
-    student: torch.Tensor, target: torch.Tensor, temperature: float
+def soft_target_terms(
+    student: torch.Tensor, target: torch.Tensor, temperature: float, activation: HakdActivation = "sigmoid"
 ) -> torch.Tensor:
-    """Per-class terms −σ(target/τ)_c · log σ(student/τ)_c, (N, C, h, w); each term ≥ 0."""
-    return -(target.float() / temperature).softmax(dim=1) * (student.float() / temperature).log_softmax(dim=1)
+    """Per-class soft-target terms between (N, C, h, w) logits, (N, C, h, w); each term ≥ 0.
+
+    "softmax": the cross-entropy terms −σ(target/τ)_c · log σ(student/τ)_c, σ the softmax over
+    classes. The classes are coupled: weighting the terms moves the optimum to
+    σ(student/τ) ∝ W ⊙ σ(target/τ).
+    "sigmoid": one-vs-rest, the KL between Bernoulli(sigmoid(target_c/τ)) and
+    Bernoulli(sigmoid(student_c/τ)) per class: zero at student_c = target_c whatever its weight,
+    as the reliability H is per class.
+    """
+    student, target = student.float() / temperature, target.float() / temperature
+    if activation == "softmax":
+        return -target.softmax(dim=1) * student.log_softmax(dim=1)
+    if activation == "sigmoid":
+        p = target.sigmoid()
+        bce = lambda logits: F.binary_cross_entropy_with_logits(logits, p, reduction="none")  # noqa: E731
+        return bce(student) - bce(target)  # cross-entropy minus the target's entropy
+    raise ValueError(f"activation must be 'softmax' or 'sigmoid', got {activation!r}")
 
 
 class HeteroAKDLosses(NamedTuple):
@@ -157,12 +173,14 @@ def heteroakd_loss(
     kem_axis: KemAxis = "class",
     ignore_index: int = IGNORE_INDEX,
     eps: float = 1e-6,
+    activation: HakdActivation = "sigmoid",
 ) -> HeteroAKDLosses:
     """L_hakd and L_proj for one stage, sharing the resizes and reliabilities they both need.
 
-    L_hakd = τ² · mean_valid Σ_c  K·W_c · (−σ(Z^mix/τ)_c · log σ(Z^S/τ)_c), where K rescales W so
-    that its mean over the softmax axis is 1 (K = C for the class axis): with ``kmm=False,
-    kem=False`` this is exactly the plain soft-target cross-entropy from Z^T.
+    L_hakd = τ² · mean_valid Σ_c  K·W_c · ℓ_c(Z^S, Z^mix), ℓ_c the per-class soft-target term of
+    ``activation`` (:func:`soft_target_terms`) and K rescaling W so that its mean over the
+    softmax axis is 1 (K = C for the class axis): with ``kmm=False, kem=False`` this is exactly the
+    plain soft-target loss from Z^T (softmax cross-entropy, or per-class binary KL).
     L_proj = mean_valid mean_c [H(Z^T) + H(Z^S)].
 
     Args:
@@ -174,6 +192,7 @@ def heteroakd_loss(
         kmm: mix teacher and student by reliability; off, Z^mix = Z^T.
         kem: weight classes by KEM; off, W is uniform.
         kem_axis: "class" or "spatial", the softmax axis of KEM.
+        activation: the per-class soft-target terms, see :func:`soft_target_terms`.
     """
     num_classes = z_s.shape[1]
     grid = z_s.shape[-2:]
@@ -196,6 +215,6 @@ def heteroakd_loss(
         weights = uniform_weights(valid, num_classes, kem_axis)
     # Scale so the mean weight over the softmax axis is 1 (uniform weights give the plain soft CE).
     scale = num_classes if kem_axis == "class" else valid.flatten(1).sum(1)[:, None, None, None]
-    per_pixel = (scale * weights * soft_target_cross_entropy(z_s, z_mix, temperature)).sum(dim=1)
+    per_pixel = (scale * weights * soft_target_terms(z_s, z_mix, temperature, activation)).sum(dim=1)
     hakd = (per_pixel * valid).sum() / num_valid * temperature**2
     return HeteroAKDLosses(hakd=hakd, proj=proj)

@@ -163,8 +163,9 @@ class HeteroAKDTrainer(Trainer):
         if args.distill_method == "heteroakd":
             per_stage = [
                 losses.heteroakd_loss(
-                    z_s, z_t, labels, args.temperature, args.kmm, args.kem, args.kem_axis, args.ignore_index,
-                    args.kmm_eps,
+                    z_s, z_t, labels, temperature=args.temperature, kmm=args.kmm, kem=args.kem,
+                    kem_axis=args.kem_axis, ignore_index=args.ignore_index, eps=args.kmm_eps,
+                    activation=args.hakd_activation,
                 )
                 for z_s, z_t in zip(out.student_projected, out.teacher_projected)
             ]

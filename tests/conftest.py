@@ -12,7 +12,14 @@ import pytest
 import safetensors.torch
 import timm
 import torch
-from transformers import SegformerConfig, SegformerForSemanticSegmentation, SegformerImageProcessor
+from transformers import (
+    ConvNextConfig,
+    SegformerConfig,
+    SegformerForSemanticSegmentation,
+    SegformerImageProcessor,
+    UperNetConfig,
+    UperNetForSemanticSegmentation,
+)
 
 from hf_heteroakd.synthetic import CLASS_NAMES, make_synthetic_dataset
 
@@ -28,6 +35,17 @@ def tiny_segformer(num_labels: int = NUM_LABELS, id2label: dict[int, str] | None
         label2id={v: k for k, v in id2label.items()},
     )
     return SegformerForSemanticSegmentation(config)
+
+
+def tiny_upernet_convnext(num_labels: int = NUM_LABELS) -> UperNetForSemanticSegmentation:
+    backbone = ConvNextConfig(
+        hidden_sizes=[8, 16, 24, 32], depths=[1, 1, 1, 1], out_features=["stage1", "stage2", "stage3", "stage4"]
+    )
+    config = UperNetConfig(
+        backbone_config=backbone, hidden_size=16, auxiliary_in_channels=24, num_labels=num_labels,
+        id2label=ID2LABEL, label2id={v: k for k, v in ID2LABEL.items()},
+    )
+    return UperNetForSemanticSegmentation(config)
 
 
 @pytest.fixture(scope="session")

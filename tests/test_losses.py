@@ -117,7 +117,7 @@ def test_ignored_pixels_contribute_nothing():
 
 def test_without_kmm_and_kem_hakd_is_plain_soft_target_ce():
     z_s, z_t, labels, tau = torch.randn(N, C, H, W), torch.randn(N, C, H, W), random_labels(), 4.0
-    out = losses.heteroakd_loss(z_s, z_t, labels, temperature=tau, kmm=False, kem=False)
+    out = losses.heteroakd_loss(z_s, z_t, labels, temperature=tau, kmm=False, kem=False, activation="softmax")
     valid = labels != 255
     ce = -(torch.softmax(z_t / tau, 1) * torch.log_softmax(z_s / tau, 1)).sum(1)
     torch.testing.assert_close(out.hakd, ce[valid].mean() * tau**2)
@@ -165,3 +165,26 @@ def test_hakd_gradient_flows_only_through_student_map():
     losses.heteroakd_loss(z_s, z_t, random_labels()).hakd.backward()
     assert z_s.grad.abs().sum() > 0
     assert z_t.grad is None or z_t.grad.abs().sum() == 0
+
+
+@pytest.mark.parametrize("kem_axis", ["class", "spatial"])
+def test_sigmoid_terms_keep_the_target_optimal_under_kem_weights(kem_axis):
+    # Student equal to the target (kmm=False: Z^mix = Z^T): the sigmoid form has zero gradient whatever
+    # KEM's weights; the softmax form is pulled away from the target towards the heavily weighted classes.
+    z_t, labels = torch.randn(N, C, H, W), random_labels()
+    grads = {}
+    for activation in ("sigmoid", "softmax"):
+        z_s = z_t.clone().requires_grad_(True)
+        losses.heteroakd_loss(z_s, z_t, labels, kmm=False, kem_axis=kem_axis, activation=activation).hakd.backward()
+        grads[activation] = z_s.grad.abs().max().item()
+    assert grads["sigmoid"] < 1e-6
+    assert grads["softmax"] > 1e-3
+
+
+def test_sigmoid_form_without_kmm_and_kem_is_plain_per_class_binary_kl():
+    z_s, z_t, labels, tau = torch.randn(N, C, H, W), torch.randn(N, C, H, W), random_labels(), 2.0
+    out = losses.heteroakd_loss(z_s, z_t, labels, temperature=tau, kmm=False, kem=False, activation="sigmoid")
+    p, q = torch.sigmoid(z_t.double() / tau), torch.sigmoid(z_s.double() / tau)
+    kl = (p * (p / q).log() + (1 - p) * ((1 - p) / (1 - q)).log()).sum(1)
+    torch.testing.assert_close(out.hakd.double(), kl[labels != 255].mean() * tau**2, rtol=1e-5, atol=1e-6)
+    assert losses.heteroakd_loss(z_t, z_t, labels, kmm=False, kem=False).hakd.abs() < 1e-5

@@ -17,7 +17,7 @@ from hf_heteroakd.pipeline import resolve_id2label
 from hf_heteroakd.normalization import Renormalize, renormalizer
 from hf_heteroakd.trainer import PROJECTORS_NAME
 
-from .conftest import ID2LABEL, NUM_LABELS, tiny_segformer
+from .conftest import ID2LABEL, NUM_LABELS, tiny_segformer, tiny_upernet_convnext
 
 
 @pytest.fixture
@@ -26,7 +26,7 @@ def train_set(synthetic_dataset):
     return SegmentationDataset(split, train_transforms((32, 32)), NUM_LABELS)
 
 
-def make_trainer(tmp_path, train_set, method="heteroakd", **overrides) -> HeteroAKDTrainer:
+def make_trainer(tmp_path, train_set, method="heteroakd", teacher_factory=tiny_segformer, **overrides) -> HeteroAKDTrainer:
     torch.manual_seed(0)
     options = dict(
         output_dir=str(tmp_path / "run"), distill_method=method, max_steps=2, per_device_train_batch_size=2,
@@ -35,7 +35,7 @@ def make_trainer(tmp_path, train_set, method="heteroakd", **overrides) -> Hetero
     args = HeteroAKDConfig(**{**options, **overrides})
     return HeteroAKDTrainer(
         model=build_student("resnet18", ID2LABEL, pretrained_backbone=False),
-        teacher_model=tiny_segformer() if method != "none" else None,
+        teacher_model=teacher_factory() if method != "none" else None,
         args=args,
         train_dataset=train_set,
         eval_dataset=train_set,
@@ -48,8 +48,9 @@ def batch_of(train_set, n=2):
     return collate_segmentation([train_set[i] for i in range(n)])
 
 
-def test_gradients_reach_student_and_projectors_never_teacher(tmp_path, train_set):
-    trainer = make_trainer(tmp_path, train_set)
+@pytest.mark.parametrize("teacher_factory", [tiny_segformer, tiny_upernet_convnext])
+def test_gradients_reach_student_and_projectors_never_teacher(tmp_path, train_set, teacher_factory):
+    trainer = make_trainer(tmp_path, train_set, teacher_factory=teacher_factory)
     trainer.model.train()
     trainer.compute_loss(trainer.model, batch_of(train_set)).backward()
     student_grads = [p.grad for p in trainer.student.parameters()]
