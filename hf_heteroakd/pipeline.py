@@ -25,7 +25,7 @@ from .errors import HeteroAKDError
 from .metrics import MeanIoUForTrainer
 from .normalization import model_normalization, renormalizer
 from .students import build_student
-from .teachers import load_teacher
+from .teachers import load_teacher, resolve_teacher
 from .trainer import HeteroAKDTrainer
 
 logger = logging.getLogger(__name__)
@@ -38,15 +38,23 @@ class ModelArguments:
     teacher: str | None = field(
         default=None,
         metadata={"help": "Teacher: path or Hub id of an AutoModelForSemanticSegmentation checkpoint "
-                  "(e.g. nvidia/segformer-b5-finetuned-cityscapes-1024-1024). Not needed with --distill_method none."},
+                  "or an alias: nvidia/segformer-b0 … b5 pick the checkpoint fine-tuned on the dataset "
+                  "(Cityscapes, ADE20K). Not needed with --distill_method none."},
     )
     student: str = field(
         default="resnet18",
-        metadata={"help": "Student: a timm CNN name (built as DeepLabV3, output stride 8) or a path / Hub id of an "
+        metadata={"help": "Student: a timm CNN name (resnet18, mobilenetv2_100, …; DeepLabV3 or PSPNet head), "
+                  "mit-b0 … mit-b5 (Segformer), upernet-<timm name>, or a path / Hub id of an "
                   "AutoModelForSemanticSegmentation checkpoint."},
     )
+    student_head: Literal["deeplabv3", "pspnet"] = field(
+        default="deeplabv3", metadata={"help": "Decode head of a timm CNN student."}
+    )
+    student_output_stride: int = field(default=8, metadata={"help": "Output stride of a timm CNN student."})
     student_pretrained_backbone: bool = field(
-        default=True, metadata={"help": "Start a timm student's backbone from its ImageNet weights (needs the Hub)."}
+        default=True,
+        metadata={"help": "Start the student's backbone from pretrained weights (timm ImageNet weights, or "
+                  "nvidia/mit-bX for mit-bX); needs the Hub or its cache. False: random init."},
     )
     teacher_dtype: Literal["auto", "float32", "bfloat16", "float16"] = field(
         default="auto", metadata={"help": "Teacher precision; auto: bfloat16 on GPUs that support it, else float32."}
@@ -125,10 +133,14 @@ def run_distillation(
                 f"--distill_method {training_args.distill_method} needs --teacher (a path or Hub id)"
             )
         dtype = None if model_args.teacher_dtype == "auto" else DTYPES[model_args.teacher_dtype]
+        model_args.teacher = resolve_teacher(model_args.teacher, data_args.dataset)
         teacher = load_teacher(model_args.teacher, dtype)
     id2label = resolve_id2label(data.id2label, teacher)
     num_labels = len(id2label)
-    student = build_student(model_args.student, id2label, model_args.student_pretrained_backbone)
+    student = build_student(
+        model_args.student, id2label, model_args.student_pretrained_backbone, model_args.student_head,
+        model_args.student_output_stride,
+    )
 
     mean, std = model_normalization(student, model_args.student)
     teacher_input_transform = None

@@ -57,9 +57,8 @@ class StudentWithProjectors(nn.Module):
         outputs = self.student(pixel_values=pixel_values, output_hidden_states=project)
         if not project:
             return DistillationOutput(logits=outputs.logits)
-        z_s, z_t = self.projectors(
-            self.select(stage_features(self.student, outputs)), self.select(teacher_features)
-        )
+        student_features = stage_features(self.student, outputs, pixel_values.shape[-2:])
+        z_s, z_t = self.projectors(self.select(student_features), self.select(teacher_features))
         return DistillationOutput(logits=outputs.logits, student_projected=z_s, teacher_projected=z_t)
 
 
@@ -70,6 +69,15 @@ def _check_num_labels(student: nn.Module, teacher: nn.Module) -> None:
             f"the student predicts {s} classes but the teacher {t}; distillation needs the same label set "
             "(build the student with the teacher's id2label)"
         )
+
+
+def _pick_stages(channels: list[int], stages: list[int], role: str) -> list[int]:
+    if any(not -len(channels) <= i < len(channels) for i in stages):
+        raise HeteroAKDError(
+            f"--hakd_stages {' '.join(map(str, stages))} is out of range for the {role}, which has "
+            f"{len(channels)} stages; use indices in [-{len(channels)}, {len(channels) - 1}]"
+        )
+    return [channels[i] for i in stages]
 
 
 class HeteroAKDTrainer(Trainer):
@@ -101,10 +109,9 @@ class HeteroAKDTrainer(Trainer):
         projectors = None
         if args.distill_method == "heteroakd":
             _check_num_labels(model, teacher_model)
-            pick = lambda channels: [channels[i] for i in args.hakd_stages]  # noqa: E731
             projectors = HeteroAKDProjectors(
-                pick(stage_channels(model)),
-                pick(stage_channels(teacher_model)),
+                _pick_stages(stage_channels(model), args.hakd_stages, "student"),
+                _pick_stages(stage_channels(teacher_model), args.hakd_stages, "teacher"),
                 model.config.num_labels,
                 args.projector_channels,
             )
@@ -152,7 +159,7 @@ class HeteroAKDTrainer(Trainer):
         teacher_out = self.teacher_forward(pixel_values) if self.teacher is not None else None
         teacher_features = None
         if args.distill_method == "heteroakd":
-            teacher_features = stage_features(self.teacher, teacher_out)
+            teacher_features = stage_features(self.teacher, teacher_out, pixel_values.shape[-2:])
         out = model(pixel_values, teacher_features=teacher_features)
 
         terms = {"task": losses.task_loss(out.logits, labels, args.ignore_index)}

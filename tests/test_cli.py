@@ -51,15 +51,35 @@ def test_help_documents_every_flag():
 def test_missing_dataset_is_one_clear_line(tmp_path):
     result = run_distill("--dataset", str(tmp_path / "nowhere"), "--output_dir", str(tmp_path / "o"),
                          "--distill_method", "none", "--do_train")
-    assert result.returncode == 2
-    assert "Traceback" not in result.stderr
-    assert result.stderr.strip().splitlines()[-1].startswith("error: ")
-    assert "nowhere" in result.stderr
+    assert_one_clear_line(result, "nowhere")
 
 
 def test_pretrained_backbone_offline_without_cache_says_how_to_proceed(tmp_path, synthetic_dataset):
     result = run_distill("--dataset", str(synthetic_dataset), "--output_dir", str(tmp_path / "o"),
                          "--distill_method", "none", "--do_train", "--max_steps", "1", hub_cache=tmp_path / "empty")
-    assert result.returncode == 2
+    assert_one_clear_line(result, "--student_pretrained_backbone false")
+
+
+def assert_one_clear_line(result: subprocess.CompletedProcess, *phrases: str) -> None:
+    assert result.returncode == 2, result.stderr[-2000:]
     assert "Traceback" not in result.stderr
-    assert "--student_pretrained_backbone false" in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ")
+    for phrase in phrases:
+        assert phrase in last, (phrase, last)
+
+
+def test_teacher_with_other_classes_is_one_clear_line(tmp_path, synthetic_dataset):
+    from .conftest import ID2LABEL, tiny_segformer
+
+    tiny_segformer(id2label={**ID2LABEL, 2: "box", 4: "donut"}).save_pretrained(tmp_path / "teacher")
+    result = run_distill("--teacher", str(tmp_path / "teacher"), "--student", "resnet18",
+                         "--student_pretrained_backbone", "false", "--dataset", str(synthetic_dataset),
+                         "--output_dir", str(tmp_path / "o"), "--do_train", "--max_steps", "1")
+    assert_one_clear_line(result, "2: dataset 'square' vs teacher 'box'", "4: dataset 'ring' vs teacher 'donut'")
+
+
+def test_unknown_student_is_one_clear_line(tmp_path, synthetic_dataset):
+    result = run_distill("--student", "resnet-nineteen", "--distill_method", "none", "--dataset",
+                         str(synthetic_dataset), "--output_dir", str(tmp_path / "o"), "--do_train")
+    assert_one_clear_line(result, "unknown student 'resnet-nineteen'")

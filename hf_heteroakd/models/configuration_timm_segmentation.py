@@ -1,4 +1,4 @@
-"""Configuration of a timm CNN backbone with a segmentation head (DeepLabV3 by default)."""
+"""Configuration of a timm CNN backbone with a segmentation head (DeepLabV3 or PSPNet)."""
 
 from transformers import PretrainedConfig
 
@@ -8,7 +8,8 @@ class TimmSegmentationConfig(PretrainedConfig):
 
     Args:
         backbone: timm model name; the model must support ``features_only=True``.
-        decode_head: the head on the last backbone stage: ``"deeplabv3"`` (ASPP).
+        decode_head: the head on the last backbone stage: ``"deeplabv3"`` (ASPP) or ``"pspnet"``
+            (pyramid pooling).
         output_stride: the backbone's output stride (8 dilates the last two stages, as DeepLabV3 does).
         semantic_loss_ignore_index: the label value the model's own loss ignores.
         num_labels, id2label, label2id: the classes, as for any transformers model.

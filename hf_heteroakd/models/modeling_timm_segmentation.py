@@ -1,4 +1,4 @@
-"""A timm backbone (``features_only``) with a DeepLabV3 head, as a transformers model.
+"""A timm backbone (``features_only``) with a DeepLabV3 or PSPNet head, as a transformers model.
 
 This file imports only torch, torchvision, timm and transformers, so that a saved student can
 carry it and load where hf_heteroakd is not installed.
@@ -16,11 +16,49 @@ from transformers.modeling_outputs import SemanticSegmenterOutput
 
 from .configuration_timm_segmentation import TimmSegmentationConfig
 
-DECODE_HEADS = {"deeplabv3": DeepLabHead}
+
+
+class PSPHead(nn.Sequential):
+    """PSPNet's pyramid pooling module (bins 1, 2, 3, 6) and classifier on (N, C, h, w) features."""
+
+    def __init__(self, in_channels: int, num_classes: int, bins: tuple[int, ...] = (1, 2, 3, 6)) -> None:
+        branch_channels = in_channels // len(bins)
+        super().__init__(
+            PyramidPooling(in_channels, branch_channels, bins),
+            nn.Conv2d(in_channels + branch_channels * len(bins), 512, 3, padding=1, bias=False),
+            nn.BatchNorm2d(512),
+            nn.ReLU(inplace=True),
+            nn.Dropout2d(0.1),
+            nn.Conv2d(512, num_classes, 1),
+        )
+
+
+class PyramidPooling(nn.Module):
+    """Concatenates the input with its average-pooled, projected and re-upsampled versions."""
+
+    def __init__(self, in_channels: int, branch_channels: int, bins: tuple[int, ...]) -> None:
+        super().__init__()
+        self.branches = nn.ModuleList(
+            nn.Sequential(
+                nn.AdaptiveAvgPool2d(bin_size),
+                nn.Conv2d(in_channels, branch_channels, 1, bias=False),
+                nn.BatchNorm2d(branch_channels),
+                nn.ReLU(inplace=True),
+            )
+            for bin_size in bins
+        )
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        size = features.shape[-2:]
+        pooled = [F.interpolate(b(features), size=size, mode="bilinear", align_corners=False) for b in self.branches]
+        return torch.cat([features, *pooled], dim=1)
+
+
+DECODE_HEADS = {"deeplabv3": DeepLabHead, "pspnet": PSPHead}
 
 
 class TimmSegmentationForSemanticSegmentation(PreTrainedModel):
-    """DeepLabV3 on a timm backbone; ``hidden_states`` are the backbone's stages, shallow to deep."""
+    """DeepLabV3 or PSPNet on a timm backbone; ``hidden_states`` are the backbone's stages, shallow to deep."""
 
     config_class = TimmSegmentationConfig
     base_model_prefix = "timm_segmentation"
