@@ -1,19 +1,42 @@
-"""The distilled student's model card, rendered from ``model_cards/student_card.md``."""
+"""The distilled student's model card, rendered from ``model_cards/student_card.md``.
+
+A run saves ``heteroakd_run.json`` (models, data, loss weights, training setup, hardware) next to
+the student; the card is rendered from that file and the Trainer's own result files
+(``eval_results.json`` / ``all_results.json``, ``trainer_state.json``, ``config.json``), so
+
+    python -m hf_heteroakd.card <output_dir>
+
+re-renders ``README.md`` from a finished run's folder alone, optionally adding the teacher's and
+the undistilled baseline's results for comparison.
+"""
 
 from __future__ import annotations
 
+import argparse
+import json
 import math
 import os
 import sys
 from pathlib import Path
 from typing import Any
 
+import torch
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from transformers import PreTrainedModel
 
 from .errors import HeteroAKDError
+from .presets import find_preset
 
 TEMPLATE_NAME = "student_card.md"
+RUN_SUMMARY_NAME = "heteroakd_run.json"
+HEADLINE = {"mean_iou": "Mean IoU", "mean_accuracy": "Mean accuracy", "overall_accuracy": "Overall accuracy"}
+HEADS = {"deeplabv3": "DeepLabV3", "pspnet": "PSPNet"}
+# By --distill_method: a baseline trained without a teacher is not tagged as distillation.
+TAGS = {
+    "heteroakd": ["knowledge-distillation", "heteroakd", "semantic-segmentation"],
+    "kd": ["knowledge-distillation", "semantic-segmentation"],
+    "none": ["semantic-segmentation"],
+}
 
 
 def template_path() -> Path:
@@ -24,16 +47,15 @@ def template_path() -> Path:
     raise HeteroAKDError(f"the model card template {TEMPLATE_NAME} is missing; reinstall hf-heteroakd")
 
 
-def _fmt(value: Any) -> str:
-    return "n/a" if isinstance(value, float) and math.isnan(value) else f"{value:.4f}" if isinstance(value, float) else str(value)
-
-
 def describe(model: PreTrainedModel) -> str:
-    """A short architecture name: "DeepLabV3 on resnet18", "segformer", …"""
+    """A short architecture name: "DeepLabV3 on resnet18", "Segformer", "UperNet on convnext", …"""
     config = model.config
     if config.model_type == "timm_segmentation":
-        return f"{config.decode_head.replace('deeplabv3', 'DeepLabV3')} on {config.backbone}"
-    return config.model_type
+        return f"{HEADS.get(config.decode_head, config.decode_head)} on {config.backbone}"
+    name = type(model).__name__.removesuffix("ForSemanticSegmentation")
+    backbone_config = getattr(config, "backbone_config", None)
+    backbone = getattr(config, "backbone", None) or getattr(backbone_config, "model_type", None)
+    return f"{name} on {backbone}" if backbone else name
 
 
 def hub_id(name: str | None) -> str | None:
@@ -41,59 +63,326 @@ def hub_id(name: str | None) -> str | None:
     return None if name is None or os.path.exists(name) else name
 
 
+def dataset_hub_id(dataset: str) -> str | None:
+    """The Hub id of the run's dataset: a preset's repository, or ``dataset`` unless it is a local folder."""
+    preset = find_preset(dataset)
+    return preset.repo_id if preset else hub_id(dataset)
+
+
+def hardware(training_args) -> str:
+    """What the run trained on, e.g. "1 × NVIDIA H100 80GB HBM3" or "CPU, 16 cores"."""
+    device = training_args.device
+    if device.type == "cuda":
+        return f"{training_args.world_size} × {torch.cuda.get_device_name(device)}"
+    if device.type == "mps":
+        return "Apple MPS"
+    # The cores this process may use, which can be fewer than the machine has.
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cpu = f"CPU, {cores} cores"
+    return f"{training_args.world_size} × {cpu}" if training_args.world_size > 1 else cpu
+
+
+def _model_summary(model: PreTrainedModel, name: str | None) -> dict[str, Any]:
+    return {
+        "name": name,
+        "architecture": describe(model),
+        "parameters": model.num_parameters(),
+        "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
+    }
+
+
+def _headline(results: dict[str, float] | None) -> dict[str, float] | None:
+    """The three headline metrics of ``results`` (keys with or without the ``eval_`` prefix)."""
+    found = {}
+    for name in HEADLINE:
+        value = (results or {}).get(f"eval_{name}", (results or {}).get(name))
+        if value is not None:
+            found[name] = float(value)
+    return found or None
+
+
+def run_summary(
+    student: PreTrainedModel, teacher: PreTrainedModel | None, model_args, data_args, training_args,
+    hub_model_id: str | None = None, teacher_results: dict[str, float] | None = None,
+    baseline_results: dict[str, float] | None = None,
+) -> dict[str, Any]:
+    """Everything the card needs that the Trainer's own files do not hold. Never holds the Hub token."""
+    args = training_args
+    return {
+        "hub_model_id": hub_model_id,
+        "license": "apache-2.0",
+        "student": {
+            **_model_summary(student, model_args.student), "pretrained_backbone": model_args.student_pretrained_backbone
+        },
+        "teacher": None if teacher is None else {
+            **_model_summary(teacher, model_args.teacher), "hub_id": hub_id(model_args.teacher)
+        },
+        "data": {
+            "dataset": data_args.dataset,
+            "hub_id": dataset_hub_id(data_args.dataset),
+            "config_name": data_args.dataset_config_name,
+            "train_split": data_args.train_split,
+            "eval_split": data_args.eval_split,
+            "crop_size": list(data_args.crop_size),
+            "scale_range": list(data_args.scale_range),
+            "photometric_distortion": data_args.photometric_distortion,
+            "max_train_samples": data_args.max_train_samples,
+        },
+        "distillation": {
+            "method": args.distill_method,
+            "lambda_kd": args.lambda_kd,
+            "lambda_hakd": args.lambda_hakd,
+            "lambda_proj": args.lambda_proj,
+            "temperature": args.temperature,
+            "hakd_stages": list(args.hakd_stages),
+            "kmm": args.kmm,
+            "kmm_eps": args.kmm_eps,
+            "kem": args.kem,
+            "kem_axis": args.kem_axis,
+            "hakd_activation": args.hakd_activation,
+            "projector_channels": args.projector_channels,
+        },
+        "training": {
+            "max_steps": args.max_steps,
+            "per_device_train_batch_size": args.per_device_train_batch_size,
+            "gradient_accumulation_steps": args.gradient_accumulation_steps,
+            "world_size": args.world_size,
+            "learning_rate": args.learning_rate,
+            "lr_scheduler_type": str(getattr(args.lr_scheduler_type, "value", args.lr_scheduler_type)),
+            "warmup_steps": args.warmup_steps,
+            "optim": str(getattr(args.optim, "value", args.optim)),
+            "weight_decay": args.weight_decay,
+            "precision": "bf16 mixed" if args.bf16 else "fp16 mixed" if args.fp16 else "fp32",
+            "seed": args.seed,
+            "hardware": hardware(args),
+        },
+        "comparison": {"teacher": _headline(teacher_results), "baseline": _headline(baseline_results)},
+    }
+
+
 def write_model_card(
-    output_dir: str, student: PreTrainedModel, model_args, data_args, training_args, metrics: dict[str, float],
-    steps: int,
+    output_dir: str, student: PreTrainedModel, teacher: PreTrainedModel | None, model_args, data_args,
+    training_args, hub_model_id: str | None = None, teacher_results: dict[str, float] | None = None,
+    baseline_results: dict[str, float] | None = None,
 ) -> ModelCard:
-    """Renders the card for a finished run into ``output_dir/README.md`` and returns it."""
-    headline = ("mean_iou", "mean_accuracy", "overall_accuracy")
+    """Saves ``heteroakd_run.json`` and renders ``README.md`` into the finished run's ``output_dir``.
+
+    Call it after the Trainer saved its results there. ``hub_model_id``: the repo the student will
+    be pushed to (its usage snippet loads from it; the local folder otherwise).
+    ``teacher_results`` / ``baseline_results``: the teacher's and the undistilled student's
+    metrics on the same split (``{"mean_iou": …}``, ``eval_`` prefixes allowed), shown when given.
+    """
+    summary = run_summary(student, teacher, model_args, data_args, training_args, hub_model_id,
+                          teacher_results, baseline_results)
+    Path(output_dir, RUN_SUMMARY_NAME).write_text(json.dumps(summary, indent=2) + "\n")
+    card = render_card(output_dir)
+    card.save(os.path.join(output_dir, "README.md"))
+    return card
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def read_results(path: str) -> dict[str, float]:
+    """The headline metrics of a run's folder (its eval results) or of a JSON file of metrics."""
+    source = Path(path)
+    if source.is_dir():
+        source = next((source / n for n in ("eval_results.json", "all_results.json") if (source / n).is_file()),
+                      source / "eval_results.json")
+    if not source.is_file():
+        raise HeteroAKDError(f"{path} holds no results: pass a run's output folder or a JSON file like "
+                             '{"mean_iou": 0.71}')
+    found = _headline(_read_json(source))
+    if found is None:
+        raise HeteroAKDError(f"{source} has none of {', '.join(HEADLINE)} (with or without the eval_ prefix); "
+                             "pass the results of an evaluated run")
+    return found
+
+
+def _fmt(value: float | None) -> str:
+    return "—" if value is None else "n/a" if math.isnan(value) else f"{value:.4f}"
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    minutes = round(seconds / 60)
+    return f"{minutes} min" if minutes < 60 else f"{minutes // 60} h {minutes % 60:02d} min"
+
+
+def _cell(text: Any) -> str:
+    return str(text).replace("|", "\\|")
+
+
+def _named(summary: dict[str, Any] | None, kind: str) -> str:
+    """Markdown naming a model or dataset: a Hub link, or a local folder's name."""
+    if summary is None:
+        return "—"
+    name, repo = summary.get("name") or summary.get("dataset"), summary.get("hub_id")
+    if repo:
+        return f"[`{repo}`](https://huggingface.co/{'datasets/' if kind == 'dataset' else ''}{repo})"
+    return f"`{Path(name).name}` (a local {'dataset' if kind == 'dataset' else 'checkpoint'})"
+
+
+def _method_rows(distill: dict[str, Any]) -> list[tuple[str, Any]]:
+    if distill["method"] == "none":
+        return []
+    rows = [
+        ("λ1, weight of L_kd (`lambda_kd`)", distill["lambda_kd"]),
+        ("temperature τ (`temperature`)", distill["temperature"]),
+    ]
+    if distill["method"] == "heteroakd":
+        rows += [
+            ("λ2, weight of L_hakd (`lambda_hakd`)", distill["lambda_hakd"]),
+            ("weight of L_proj (`lambda_proj`)", distill["lambda_proj"]),
+            ("distilled backbone stages (`hakd_stages`)", ", ".join(map(str, distill["hakd_stages"]))),
+            ("knowledge mixing, KMM (`kmm`)", f"{'on' if distill['kmm'] else 'off'} (ε = {distill['kmm_eps']})"),
+            ("knowledge evaluation, KEM (`kem`)",
+             f"on, over the {distill['kem_axis']} axis" if distill["kem"] else "off"),
+            ("per-class terms of L_hakd (`hakd_activation`)", distill["hakd_activation"]),
+            ("projector hidden channels (`projector_channels`)", distill["projector_channels"]),
+        ]
+    return rows
+
+
+def _training_rows(run: dict[str, Any], state: dict[str, Any], results: dict[str, Any]) -> list[tuple[str, Any]]:
+    train, data = run["training"], run["data"]
+    per_device, devices, accumulation = (
+        train["per_device_train_batch_size"], train["world_size"], train["gradient_accumulation_steps"]
+    )
+    height, width = data["crop_size"]
+    scale_low, scale_high = data["scale_range"]
+    rows = [
+        ("optimizer steps", f"{state.get('global_step', train['max_steps'])}"
+                            + (f" ({state['epoch']:.2f} epochs)" if state.get("epoch") else "")),
+        ("batch size", f"{per_device} per device × {devices} device(s) × {accumulation} accumulation step(s) "
+                       f"= {per_device * devices * accumulation}"),
+        ("augmentation", f"random scale {scale_low}–{scale_high}, {height}×{width} crop, horizontal flip"
+                         + (", photometric distortion" if data.get("photometric_distortion") else "")),
+        ("learning rate",
+         f"{train['learning_rate']} ({train['lr_scheduler_type']} schedule, warmup {train['warmup_steps']})"),
+        ("optimizer", f"{train['optim']}, weight decay {train['weight_decay']}"),
+        ("precision", train["precision"]),
+        ("seed", train["seed"]),
+        ("hardware", train["hardware"]),
+    ]
+    if data.get("max_train_samples"):
+        rows.append(("training images", f"the first {data['max_train_samples']}"))
+    if "train_runtime" in results:
+        rows.append(("training time", _duration(results["train_runtime"])))
+    return rows
+
+
+def render_card(output_dir: str) -> ModelCard:
+    """The card of the finished run in ``output_dir``, from its files alone (nothing is written)."""
+    folder = Path(output_dir)
+    run = _read_json(folder / RUN_SUMMARY_NAME)
+    if not run:
+        raise HeteroAKDError(
+            f"{folder} has no {RUN_SUMMARY_NAME}: pass the output folder of a finished hf_heteroakd run "
+            "(trained with --do_train by this version)"
+        )
+    config = _read_json(folder / "config.json")
+    results = {**_read_json(folder / "all_results.json"), **_read_json(folder / "eval_results.json")}
+    state = _read_json(folder / "trainer_state.json")
+    student, teacher, data, distill = run["student"], run["teacher"], run["data"], run["distillation"]
+    model_name = (run["hub_model_id"] or folder.resolve().name).split("/")[-1]
+    dataset_label = data["hub_id"] or Path(data["dataset"]).name
+
+    scores = _headline(results) or {}
     eval_results = [
         EvalResult(
-            task_type="image-segmentation",
-            dataset_type=data_args.dataset,
-            dataset_name=data_args.dataset,
-            dataset_split=data_args.eval_split,
-            metric_type=name,
-            metric_value=metrics[f"eval_{name}"],
+            task_type="image-segmentation", task_name="Semantic segmentation",
+            dataset_type=dataset_label, dataset_name=dataset_label, dataset_config=data["config_name"],
+            dataset_split=data["eval_split"], metric_type=name, metric_name=HEADLINE[name], metric_value=value,
         )
-        for name in headline
-        if f"eval_{name}" in metrics
+        for name, value in scores.items()
     ]
     card_data = ModelCardData(
         library_name="transformers",
         pipeline_tag="image-segmentation",
-        tags=["knowledge-distillation", "heteroakd", "semantic-segmentation"],
-        datasets=[hub_id(data_args.dataset)] if hub_id(data_args.dataset) else None,
-        base_model=hub_id(model_args.teacher),
-        license="apache-2.0",
-        model_name=Path(output_dir).name,
+        tags=TAGS[distill["method"]],
+        datasets=[data["hub_id"]] if data["hub_id"] else None,
+        base_model=teacher["hub_id"] if teacher else None,
+        license=run["license"],
+        model_name=model_name,
         eval_results=eval_results or None,
     )
+
+    comparison = [("this student", student["architecture"], scores)] if scores else []
+    if run["comparison"]["teacher"]:
+        comparison.append(("teacher", teacher["architecture"] if teacher else "—", run["comparison"]["teacher"]))
+    if run["comparison"]["baseline"]:
+        comparison.append(("the same student trained without distillation", student["architecture"],
+                           run["comparison"]["baseline"]))
+    id2label = config.get("id2label", {})
+    per_class = [
+        (_cell(name), _fmt(results.get(f"eval_iou_{name}")), _fmt(results.get(f"eval_accuracy_{name}")))
+        for _, name in sorted(id2label.items(), key=lambda item: int(item[0]))
+        if f"eval_iou_{name}" in results
+    ]
     card = ModelCard.from_template(
         card_data,
         template_path=str(template_path()),
-        model_name=Path(output_dir).name,
-        student_description=describe(student),
-        method=training_args.distill_method,
-        teacher=model_args.teacher,
-        dataset=data_args.dataset,
-        eval_split=data_args.eval_split,
-        results={name: _fmt(metrics[f"eval_{name}"]) for name in headline if f"eval_{name}" in metrics},
-        per_class={k[len("eval_iou_"):]: _fmt(v) for k, v in metrics.items() if k.startswith("eval_iou_")},
-        lambda_kd=training_args.lambda_kd,
-        lambda_hakd=training_args.lambda_hakd,
-        lambda_proj=training_args.lambda_proj,
-        temperature=training_args.temperature,
-        hakd_stages=training_args.hakd_stages,
-        kmm=training_args.kmm,
-        kem=training_args.kem,
-        kem_axis=training_args.kem_axis,
-        max_steps=steps,
-        batch_size=training_args.per_device_train_batch_size,
-        learning_rate=training_args.learning_rate,
-        crop_size="×".join(map(str, data_args.crop_size)),
-        seed=training_args.seed,
-        repo_or_path=training_args.hub_model_id or os.path.abspath(output_dir),
+        model_name=model_name,
+        student=student,
+        student_parameters=f"{student['parameters'] / 1e6:.1f}M",
+        teacher=teacher,
+        teacher_named=_named(teacher, "model"),
+        teacher_parameters=f"{teacher['parameters'] / 1e6:.1f}M" if teacher else None,
+        method=distill["method"],
+        distill=distill,
+        dataset_named=_named(data, "dataset"),
+        eval_split=data["eval_split"],
+        seed=run["training"]["seed"],
+        train_split=data["train_split"],
+        num_labels=len(id2label),
+        method_rows=_method_rows(distill),
+        training_rows=_training_rows(run, state, results),
+        headline=list(HEADLINE.values()),
+        comparison=[(who, arch, [_fmt(values.get(name)) for name in HEADLINE]) for who, arch, values in comparison],
+        per_class=per_class,
+        repo=run["hub_model_id"] or str(folder.resolve()),
+        remote_code="AutoModelForSemanticSegmentation" in config.get("auto_map", {}),
     )
-    card.save(os.path.join(output_dir, "README.md"))
     return card
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m hf_heteroakd.card",
+        description="Re-render README.md (the model card) of a finished hf_heteroakd run from its output folder.",
+    )
+    parser.add_argument("output_dir", help="the run's --output_dir (holds heteroakd_run.json and the saved student)")
+    parser.add_argument("--teacher_results", help="the teacher's results on the same split, shown next to the "
+                        "student's: a run's output folder or a JSON file such as {\"mean_iou\": 0.71}")
+    parser.add_argument("--baseline_results", help="the same student trained without distillation "
+                        "(--distill_method none), on the same split: an output folder or a JSON file")
+    parser.add_argument("--hub_model_id", help="the Hub repo the card's usage snippet loads from (default: as "
+                        "recorded by the run, else the local folder)")
+    parser.add_argument("--license", help="the license in the card's metadata (default: as recorded, apache-2.0)")
+    args = parser.parse_args(argv)
+    try:
+        summary_path = Path(args.output_dir, RUN_SUMMARY_NAME)
+        run = _read_json(summary_path)
+        updates = {
+            "teacher": read_results(args.teacher_results) if args.teacher_results else None,
+            "baseline": read_results(args.baseline_results) if args.baseline_results else None,
+        }
+        if run and (any(updates.values()) or args.hub_model_id or args.license):
+            run["comparison"].update({who: values for who, values in updates.items() if values})
+            run["hub_model_id"] = args.hub_model_id or run["hub_model_id"]
+            run["license"] = args.license or run["license"]
+            summary_path.write_text(json.dumps(run, indent=2) + "\n")
+        card = render_card(args.output_dir)
+    except HeteroAKDError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    card.save(os.path.join(args.output_dir, "README.md"))
+    print(f"wrote {os.path.join(args.output_dir, 'README.md')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -3,7 +3,9 @@
 A dataset is whatever ``datasets.load_dataset`` understands: a Hub dataset id or a local folder in
 the Hub's layout (``data/<split>-*.parquet`` shards, or an imagefolder). Images and masks stay PIL
 images in the Arrow table; ``SegmentationDataset`` decodes, checks and augments one sample at a
-time, inside the DataLoader workers.
+time, inside the DataLoader workers. Masks that are not class indices yet (Cityscapes label ids,
+classes counted from 1) are converted there too, by a ``label_transform``; ``hf_heteroakd.presets``
+pairs public Hub datasets with theirs.
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ LABEL_COLUMN_CANDIDATES = ("label", "semantic_segmentation", "annotation", "mask
 
 # (PIL image, PIL mask) -> (pixel_values (3, H, W) float32, labels (H, W) int64)
 PairTransform = Callable[[PIL.Image.Image, PIL.Image.Image], tuple[torch.Tensor, torch.Tensor]]
+# raw mask (H, W) as stored in the dataset -> class-index mask (H, W); applied per sample, when it is read
+LabelTransform = Callable[[np.ndarray], np.ndarray]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -49,11 +53,13 @@ PairTransform = Callable[[PIL.Image.Image, PIL.Image.Image], tuple[torch.Tensor,
 
 @dataclass
 class SegmentationData:
-    """A dataset's splits, each with exactly the columns "image" and "label" (PIL-decoded), and its
-    class names when the dataset ships an ``id2label.json``."""
+    """A dataset's splits, each with exactly the columns "image" and "label" (PIL-decoded), its class
+    names (given, or from the dataset's ``id2label.json``), and the conversion, if any, that turns a
+    stored mask into class indices (pass it to ``SegmentationDataset`` and ``check_label_range``)."""
 
     splits: datasets.DatasetDict
     id2label: dict[int, str] | None
+    label_transform: LabelTransform | None = None
 
 
 def load_segmentation_data(
@@ -63,14 +69,22 @@ def load_segmentation_data(
     label_column: str | None = None,
     cache_dir: str | None = None,
     revision: str | None = None,
+    data_dir: str | None = None,
+    id2label: dict[int, str] | None = None,
+    label_transform: LabelTransform | None = None,
 ) -> SegmentationData:
     """Load every split of ``dataset`` (Hub id or local folder), keeping only the image and mask.
 
     Columns are renamed to "image" and "label"; when not given they are detected from
-    ``IMAGE_COLUMN_CANDIDATES`` / ``LABEL_COLUMN_CANDIDATES``.
+    ``IMAGE_COLUMN_CANDIDATES`` / ``LABEL_COLUMN_CANDIDATES``. ``data_dir`` selects a sub-folder of
+    the repository. ``label_transform`` is stored, not applied: the masks stay as they are in the
+    dataset and are converted one at a time when read. ``id2label`` names the classes after that
+    conversion; when given, the dataset's own ``id2label.json`` is not read.
     """
     try:
-        splits = datasets.load_dataset(dataset, dataset_config, cache_dir=cache_dir, revision=revision)
+        splits = datasets.load_dataset(
+            dataset, dataset_config, data_dir=data_dir, cache_dir=cache_dir, revision=revision
+        )
     except (DatasetNotFoundError, FileNotFoundError) as err:
         raise HeteroAKDError(
             f"Dataset {dataset!r} was not found ({err}). Pass an existing Hub dataset id ('org/name'; "
@@ -114,7 +128,9 @@ def load_segmentation_data(
         split = _as_decoded_image(split, image_column, "image")
         split = _as_decoded_image(split, label_column, "label")
         selected[split_name] = split.rename_columns({image_column: "image", label_column: "label"})
-    return SegmentationData(splits=datasets.DatasetDict(selected), id2label=load_id2label(dataset, revision))
+    if id2label is None:
+        id2label = load_id2label(dataset, revision)
+    return SegmentationData(datasets.DatasetDict(selected), id2label, label_transform)
 
 
 def load_id2label(dataset: str, revision: str | None = None) -> dict[int, str] | None:
@@ -162,6 +178,17 @@ def _pick_column(available: list[str], requested: str | None, candidates: Sequen
         f"Found no {role} column: the dataset's columns are {available} and none is one of {list(candidates)}. "
         f"Name the {role} column with {flag}."
     )
+
+
+def reduce_labels(mask: np.ndarray) -> np.ndarray:
+    """Masks that use 0 for "unlabeled" and 1..C for the classes: 0 -> 255 (ignored), c -> c - 1.
+
+    255 stays 255, as in ``transformers``' image processors' ``do_reduce_labels``.
+    """
+    mask = np.asarray(mask)
+    reduced = mask.astype(np.int64) - 1
+    reduced[(mask == 0) | (mask == IGNORE_INDEX)] = IGNORE_INDEX
+    return reduced
 
 
 def _as_decoded_image(split: datasets.Dataset, column: str, role: str) -> datasets.Dataset:
@@ -227,29 +254,40 @@ class SegmentationTransform:
         return f"{type(self).__name__}({self.pipeline})"
 
 
+# The ranges of mmsegmentation's PhotoMetricDistortion, the segmentation codebases' default: brightness
+# ±32 of 255 (here a factor, ColorJitter's brightness is multiplicative), contrast and saturation
+# ×0.5..1.5, hue ±18 of OpenCV's 180 steps, i.e. ±0.1 of the hue circle.
+PHOTOMETRIC_DISTORTION: dict[str, Any] = {
+    "brightness": 32 / 255, "contrast": (0.5, 1.5), "saturation": (0.5, 1.5), "hue": 18 / 180,
+}
+
+
 def train_transforms(
     crop_size: tuple[int, int],
     scale_range: tuple[float, float] = (0.5, 2.0),
     mean: Sequence[float] = IMAGENET_DEFAULT_MEAN,
     std: Sequence[float] = IMAGENET_DEFAULT_STD,
     ignore_index: int = IGNORE_INDEX,
+    photometric_distortion: bool = False,
 ) -> SegmentationTransform:
     """Random scale, random ``crop_size`` (H, W) crop, random horizontal flip, then normalize.
 
     Images smaller than the crop are padded with 0 (before normalization) and their masks with
-    ``ignore_index``, so padding never counts as a class.
+    ``ignore_index``, so padding never counts as a class. ``photometric_distortion`` adds random
+    brightness, contrast, saturation and hue changes to the image (``PHOTOMETRIC_DISTORTION``).
     """
-    return SegmentationTransform(
-        v2.Compose(
-            [
-                RandomScale(scale_range),
-                v2.RandomCrop(crop_size, pad_if_needed=True, fill={tv_tensors.Image: 0, tv_tensors.Mask: ignore_index}),
-                v2.RandomHorizontalFlip(),
-                v2.ToDtype(torch.float32, scale=True),  # a plain dtype converts images only; masks stay int64
-                v2.Normalize(mean, std),
-            ]
-        )
-    )
+    steps: list[v2.Transform] = [
+        RandomScale(scale_range),
+        v2.RandomCrop(crop_size, pad_if_needed=True, fill={tv_tensors.Image: 0, tv_tensors.Mask: ignore_index}),
+        v2.RandomHorizontalFlip(),
+    ]
+    if photometric_distortion:
+        steps.append(v2.ColorJitter(**PHOTOMETRIC_DISTORTION))  # changes images only; masks pass through
+    steps += [
+        v2.ToDtype(torch.float32, scale=True),  # a plain dtype converts images only; masks stay int64
+        v2.Normalize(mean, std),
+    ]
+    return SegmentationTransform(v2.Compose(steps))
 
 
 def eval_transforms(
@@ -267,8 +305,9 @@ def eval_transforms(
 class SegmentationDataset(torch.utils.data.Dataset):
     """A split of ``SegmentationData`` as ``{"pixel_values": (3, H, W) float32, "labels": (H, W) int64}``.
 
-    Each sample is decoded, checked (same size, labels in [0, num_labels) or ``ignore_index``) and
-    transformed when it is read, so the work happens in DataLoader workers.
+    Each sample is decoded, its mask converted by ``label_transform`` (if any), checked (same size,
+    labels in [0, num_labels) or ``ignore_index``) and transformed when it is read, so the work
+    happens in DataLoader workers. ``label_transform`` must be picklable (a module-level function).
     """
 
     def __init__(
@@ -278,12 +317,14 @@ class SegmentationDataset(torch.utils.data.Dataset):
         num_labels: int,
         ignore_index: int = IGNORE_INDEX,
         split_name: str = "train",
+        label_transform: LabelTransform | None = None,
     ) -> None:
         self.split = split
         self.transform = transform
         self.num_labels = num_labels
         self.ignore_index = ignore_index
         self.split_name = split_name
+        self.label_transform = label_transform
 
     def __len__(self) -> int:
         return len(self.split)
@@ -297,7 +338,10 @@ class SegmentationDataset(torch.utils.data.Dataset):
                 f"{mask.size[0]}x{mask.size[1]} (width x height). Masks must match their images pixel for pixel; "
                 "check that --image_column_name and --label_column_name name matching columns."
             )
-        _check_mask(np.asarray(mask), self.num_labels, self.ignore_index, self.split_name, idx)
+        labels = _labels_of(mask, self.label_transform)
+        _check_mask(labels, self.num_labels, self.ignore_index, self.split_name, idx)
+        if self.label_transform is not None:
+            mask = _as_mask_image(labels)  # the pair transform takes PIL masks
         pixel_values, labels = self.transform(image, mask)
         return {"pixel_values": pixel_values, "labels": labels}
 
@@ -308,12 +352,26 @@ def check_label_range(
     ignore_index: int = IGNORE_INDEX,
     split_name: str = "train",
     max_samples: int = 32,
+    label_transform: LabelTransform | None = None,
 ) -> None:
-    """Fail fast, before training, if any of the first ``max_samples`` masks holds a label value
-    outside [0, num_labels) that is not ``ignore_index``."""
+    """Fail fast, before training, if any of the first ``max_samples`` masks, after
+    ``label_transform``, holds a label value outside [0, num_labels) that is not ``ignore_index``."""
     masks = split.select_columns(["label"])  # don't decode the images
     for idx in range(min(max_samples, len(masks))):
-        _check_mask(np.asarray(masks[idx]["label"]), num_labels, ignore_index, split_name, idx)
+        _check_mask(_labels_of(masks[idx]["label"], label_transform), num_labels, ignore_index, split_name, idx)
+
+
+def _labels_of(mask: PIL.Image.Image, label_transform: LabelTransform | None) -> np.ndarray:
+    """The mask's class indices: its pixel values, converted by ``label_transform`` if given."""
+    labels = np.asarray(mask)
+    return labels if label_transform is None else np.asarray(label_transform(labels))
+
+
+def _as_mask_image(labels: np.ndarray) -> PIL.Image.Image:
+    """A checked (H, W) class-index array as a PIL mask: mode L when it fits in a byte, else 32-bit I."""
+    if labels.min() >= 0 and labels.max() <= 255:
+        return PIL.Image.fromarray(labels.astype(np.uint8))
+    return PIL.Image.fromarray(labels.astype(np.int32))
 
 
 def _check_mask(mask: np.ndarray, num_labels: int, ignore_index: int, split_name: str, idx: int) -> None:
@@ -332,7 +390,7 @@ def _check_mask(mask: np.ndarray, num_labels: int, ignore_index: int, split_name
             f"Split {split_name!r}, row {idx}: label values [{shown}] are outside [0, {num_labels}) and are not the "
             f"ignore index {ignore_index}. Fix: make num_labels match the dataset's classes (id2label), set "
             "--ignore_index to the value that marks unlabeled pixels, or, if the masks use 0 for 'unlabeled' and "
-            "1..C for the classes, reduce the labels (0 -> ignore index, c -> c - 1)."
+            "1..C for the classes, pass --reduce_labels (0 -> 255, c -> c - 1)."
         )
 
 

@@ -40,7 +40,7 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
-__all__ = ["MeanIoU", "MeanIoUForTrainer", "TRAINER_PAD_INDEX"]
+__all__ = ["MeanIoU", "MeanIoUForTrainer", "TRAINER_PAD_INDEX", "flatten_mean_iou"]
 
 #: Value the ``Trainer`` uses to pad labels/predictions across processes; always ignored.
 TRAINER_PAD_INDEX = -100
@@ -151,21 +151,23 @@ class MeanIoU:
         preds, refs = preds.reshape(-1), refs.reshape(-1)
         n = self.num_labels
 
-        valid = refs != TRAINER_PAD_INDEX
+        valid = refs != TRAINER_PAD_INDEX  # before any mapping: -100 is padding, never a label
         if self.label_map:
             mapped = refs.clone()
             for old_id, new_id in self.label_map.items():  # all look-ups use the original ids
                 mapped[refs == old_id] = new_id
             refs = mapped
         if self.reduce_labels:
-            refs = torch.where(refs == 0, torch.full_like(refs, 255), refs - 1)
-            refs = torch.where(refs == 254, torch.full_like(refs, 255), refs)
+            refs = torch.where(refs == 0, 255, refs - 1)
+            refs = torch.where(refs == 254, 255, refs)
         valid &= refs != self.ignore_index
 
-        refs, preds = refs[valid], preds[valid]
-        refs = torch.where((refs >= 0) & (refs < n), refs, torch.full_like(refs, n))
-        preds = torch.where((preds >= 0) & (preds < n), preds, torch.full_like(preds, n))
-        counts = torch.bincount(refs * (n + 1) + preds, minlength=(n + 1) ** 2).reshape(n + 1, n + 1)
+        # One pass, no compaction: out-of-range values go to the "other" bucket n, ignored pixels
+        # to one extra bin past the matrix, dropped after counting.
+        refs = torch.where((refs >= 0) & (refs < n), refs, n)
+        preds = torch.where((preds >= 0) & (preds < n), preds, n)
+        index = torch.where(valid, refs * (n + 1) + preds, (n + 1) ** 2)
+        counts = torch.bincount(index, minlength=(n + 1) ** 2 + 1)[:-1].reshape(n + 1, n + 1)
 
         if self._confusion_matrix is None:
             self._confusion_matrix = counts.to(torch.int64)
@@ -205,6 +207,21 @@ class MeanIoU:
         }
 
 
+def flatten_mean_iou(result: dict[str, Any], id2label: Mapping[int | str, str] | None = None) -> dict[str, float]:
+    """:meth:`MeanIoU.compute`'s result as scalars for logging: the three means, then
+    ``iou_<name>`` and ``accuracy_<name>`` per class, named by ``id2label`` (int or str keys) or index."""
+
+    def name(index: int) -> str:
+        if id2label is None:
+            return str(index)
+        return str(id2label[index] if index in id2label else id2label.get(str(index), index))
+
+    flat = {key: float(result[key]) for key in ("mean_iou", "mean_accuracy", "overall_accuracy")}
+    flat.update({f"iou_{name(i)}": float(v) for i, v in enumerate(result["per_category_iou"])})
+    flat.update({f"accuracy_{name(i)}": float(v) for i, v in enumerate(result["per_category_accuracy"])})
+    return flat
+
+
 class MeanIoUForTrainer:
     """``compute_metrics`` for ``transformers.Trainer`` backed by a streaming :class:`MeanIoU`.
 
@@ -237,13 +254,6 @@ class MeanIoUForTrainer:
         self.metric = MeanIoU(num_labels, ignore_index=ignore_index, reduce_labels=reduce_labels, label_map=label_map)
         self.id2label = dict(id2label) if id2label is not None else None
 
-    def _class_name(self, index: int) -> str:
-        if self.id2label is None:
-            return str(index)
-        if index in self.id2label:
-            return str(self.id2label[index])
-        return str(self.id2label.get(str(index), index))
-
     def __call__(self, eval_pred: Any, compute_result: bool = True) -> dict[str, float]:
         """Accumulate ``eval_pred`` (``.predictions`` and ``.label_ids`` of shape ``(N, H, W)``).
 
@@ -266,16 +276,7 @@ class MeanIoUForTrainer:
         """Flattened result of the accumulated state, then reset."""
         result = self.metric.compute()
         self.metric.reset()
-        flat: dict[str, float] = {
-            "mean_iou": result["mean_iou"],
-            "mean_accuracy": result["mean_accuracy"],
-            "overall_accuracy": result["overall_accuracy"],
-        }
-        for i, value in enumerate(result["per_category_iou"]):
-            flat[f"iou_{self._class_name(i)}"] = float(value)
-        for i, value in enumerate(result["per_category_accuracy"]):
-            flat[f"accuracy_{self._class_name(i)}"] = float(value)
-        return flat
+        return flatten_mean_iou(result, self.id2label)
 
     def reset(self) -> None:
         """Drop the accumulated state."""

@@ -9,7 +9,7 @@ from typing import Literal
 
 import torch
 import transformers
-from transformers import SegformerImageProcessor, set_seed
+from transformers import SegformerImageProcessor, TrainerCallback, set_seed
 
 from .card import write_model_card
 from .config import HeteroAKDConfig
@@ -18,11 +18,11 @@ from .data import (
     check_label_range,
     collate_segmentation,
     eval_transforms,
-    load_segmentation_data,
     train_transforms,
 )
 from .errors import HeteroAKDError
-from .metrics import MeanIoUForTrainer
+from .hub import push_student
+from .presets import PRESETS, find_preset, load_data
 from .normalization import model_normalization, renormalizer
 from .students import build_student
 from .teachers import load_teacher, resolve_teacher
@@ -64,17 +64,26 @@ class ModelArguments:
 @dataclass
 class DataArguments:
     dataset: str = field(
-        default=None, metadata={"help": "Hub dataset id, or a local folder in the Hub's layout (parquet/imagefolder)."}
+        default=None,
+        metadata={"help": f"A preset ({', '.join(PRESETS)}), a Hub dataset id, or a local folder in the Hub's "
+                  "layout (parquet/imagefolder)."},
     )
     dataset_config_name: str | None = field(default=None, metadata={"help": "The dataset's configuration name."})
-    train_split: str = field(default="train", metadata={"help": "Split to train on."})
-    eval_split: str = field(default="validation", metadata={"help": "Split to evaluate on."})
-    image_column_name: str | None = field(default=None, metadata={"help": "Image column (auto-detected if unset)."})
-    label_column_name: str | None = field(
-        default=None, metadata={"help": "Label-map column (auto-detected if unset)."}
+    train_split: str | None = field(
+        default=None, metadata={"help": "Split to train on (default: the preset's, else train)."}
     )
-    crop_size: list[int] = field(
-        default_factory=lambda: [512, 512], metadata={"help": "Training crop, height width (one value: square)."}
+    eval_split: str | None = field(
+        default=None, metadata={"help": "Split to evaluate on (default: the preset's, else validation)."}
+    )
+    image_column_name: str | None = field(
+        default=None, metadata={"help": "Image column (default: the preset's, else auto-detected)."}
+    )
+    label_column_name: str | None = field(
+        default=None, metadata={"help": "Label-map column (default: the preset's, else auto-detected)."}
+    )
+    crop_size: list[int] | None = field(
+        default=None,
+        metadata={"help": "Training crop, height width (one value: square); default: the preset's, else 512 512."},
     )
     scale_range: list[float] = field(
         default_factory=lambda: [0.5, 2.0], metadata={"help": "Random scale range of training images, min max."}
@@ -84,10 +93,27 @@ class DataArguments:
     label_check_samples: int = field(
         default=32, metadata={"help": "Rows of each split whose label values are checked before training."}
     )
+    reduce_labels: bool = field(
+        default=False,
+        metadata={"help": "Masks use 0 for unlabeled and 1..C for the classes: map 0 -> 255, c -> c - 1 "
+                  "(not for presets, which convert their own masks)."},
+    )
+    photometric_distortion: bool = field(
+        default=False, metadata={"help": "Random brightness, contrast, saturation and hue changes of training images."}
+    )
 
     def __post_init__(self) -> None:
         if self.dataset is None:
-            raise HeteroAKDError("--dataset is required: a Hub dataset id or a local folder in the Hub's layout")
+            raise HeteroAKDError(
+                "--dataset is required: a preset, a Hub dataset id or a local folder in the Hub's layout"
+            )
+        preset = find_preset(self.dataset)  # unset values: the preset's, else the generic defaults
+        if self.train_split is None:
+            self.train_split = preset.train_split if preset else "train"
+        if self.eval_split is None:
+            self.eval_split = preset.eval_split if preset else "validation"
+        if self.crop_size is None:
+            self.crop_size = list(preset.crop_size) if preset else [512, 512]
         if len(self.crop_size) == 1:
             self.crop_size = self.crop_size * 2
 
@@ -117,14 +143,18 @@ def resolve_id2label(dataset_labels: dict[int, str] | None, teacher) -> dict[int
 
 
 def run_distillation(
-    model_args: ModelArguments, data_args: DataArguments, training_args: HeteroAKDConfig
+    model_args: ModelArguments,
+    data_args: DataArguments,
+    training_args: HeteroAKDConfig,
+    callbacks: list[TrainerCallback] | None = None,
 ) -> dict[str, float]:
     """Loads everything, trains and/or evaluates, saves the student; returns the final metrics."""
     transformers.utils.logging.set_verbosity(training_args.get_process_log_level())
     set_seed(training_args.seed)
 
-    data = load_segmentation_data(
-        data_args.dataset, data_args.dataset_config_name, data_args.image_column_name, data_args.label_column_name
+    data = load_data(
+        data_args.dataset, data_args.dataset_config_name, data_args.image_column_name, data_args.label_column_name,
+        data_args.reduce_labels,
     )
     teacher = None
     if training_args.distill_method != "none":
@@ -149,7 +179,8 @@ def run_distillation(
 
     transforms = {
         data_args.train_split: train_transforms(
-            tuple(data_args.crop_size), tuple(data_args.scale_range), mean, std, training_args.ignore_index
+            tuple(data_args.crop_size), tuple(data_args.scale_range), mean, std, training_args.ignore_index,
+            photometric_distortion=data_args.photometric_distortion,
         ),
         data_args.eval_split: eval_transforms(mean, std),
     }
@@ -166,8 +197,12 @@ def run_distillation(
         split = data.splits[name]
         if limits[name] is not None:
             split = split.select(range(min(limits[name], len(split))))
-        check_label_range(split, num_labels, training_args.ignore_index, name, data_args.label_check_samples)
-        splits[name] = SegmentationDataset(split, transforms[name], num_labels, training_args.ignore_index, name)
+        check_label_range(
+            split, num_labels, training_args.ignore_index, name, data_args.label_check_samples, data.label_transform
+        )
+        splits[name] = SegmentationDataset(
+            split, transforms[name], num_labels, training_args.ignore_index, name, data.label_transform
+        )
 
     processor = SegformerImageProcessor(
         do_resize=False, do_rescale=True, do_normalize=True, image_mean=list(mean), image_std=list(std),
@@ -180,9 +215,9 @@ def run_distillation(
         train_dataset=splits.get(data_args.train_split),
         eval_dataset=splits.get(data_args.eval_split),
         data_collator=partial(collate_segmentation, ignore_index=training_args.ignore_index),
-        compute_metrics=MeanIoUForTrainer(num_labels, training_args.ignore_index, id2label=id2label),
         processing_class=processor,
         teacher_input_transform=teacher_input_transform,
+        callbacks=callbacks,
     )
 
     metrics: dict[str, float] = {}
@@ -200,7 +235,10 @@ def run_distillation(
         metrics.update(eval_metrics)
     if training_args.do_train and trainer.args.should_save:
         write_model_card(
-            training_args.output_dir, trainer.student, model_args, data_args, training_args, metrics,
-            trainer.state.global_step,
+            training_args.output_dir, trainer.student, trainer.teacher, model_args, data_args, training_args,
+            hub_model_id=trainer.hub_model_id,
         )
+        if training_args.push_to_hub and trainer.is_world_process_zero():  # the only push: student files + card
+            push_student(training_args.output_dir, trainer.hub_model_id, training_args.hub_token,
+                         training_args.hub_private_repo, training_args.hub_revision)
     return metrics

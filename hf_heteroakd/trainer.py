@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 from collections import defaultdict
 from collections.abc import Callable
@@ -11,15 +12,19 @@ from typing import Any
 import safetensors.torch
 import torch
 from torch import nn
+from torch.utils.data import DataLoader, Dataset, Subset
 from transformers import PreTrainedModel, Trainer
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, EvalLoopOutput
 from transformers.utils import ModelOutput
 
 from . import losses
 from .config import HeteroAKDConfig
 from .errors import HeteroAKDError
 from .features import stage_channels, stage_features
+from .hub import push_student, resolve_repo_id
+from .metrics import MeanIoU, flatten_mean_iou
 from .projectors import HeteroAKDProjectors
+from .seeding import PerSampleSeed, SetEpochCallback
 
 PROJECTORS_NAME = "heteroakd_projectors.safetensors"
 
@@ -83,13 +88,18 @@ def _pick_stages(channels: list[int], stages: list[int], role: str) -> list[int]
 class HeteroAKDTrainer(Trainer):
     """Trains ``model`` (the student) with ``L_task + λ1·L_kd + λ2·L_hakd + λ_proj·L_proj``.
 
+    Evaluation reports the ``evaluate``-style mean IoU of the student: each process accumulates a
+    confusion matrix over its own shard of the evaluation set, and the matrices are summed.
+    Training augmentation is seeded per (seed, epoch, sample), so it does not depend on the number
+    of processes or workers, and a resumed run sees the batches of the uninterrupted one.
+
     Args:
         model: the student, a ``PreTrainedModel`` for semantic segmentation.
         teacher_model: the frozen teacher; required unless ``args.distill_method == "none"``.
         args: a :class:`HeteroAKDConfig`.
         teacher_input_transform: maps the student's normalised ``pixel_values`` to the teacher's
             (when their image processors normalise differently).
-        **kwargs: passed on to ``transformers.Trainer`` (datasets, collator, compute_metrics, …).
+        **kwargs: passed on to ``transformers.Trainer`` (datasets, collator, processing_class, …).
     """
 
     def __init__(
@@ -105,6 +115,10 @@ class HeteroAKDTrainer(Trainer):
             raise TypeError("args must be a HeteroAKDConfig")
         if args.distill_method != "none" and teacher_model is None:
             raise HeteroAKDError(f"distill_method={args.distill_method!r} needs a teacher_model")
+        if kwargs.get("compute_metrics") is not None:
+            raise TypeError("HeteroAKDTrainer computes the mean IoU itself; do not pass compute_metrics")
+        if kwargs.get("train_dataset") is not None:
+            kwargs["train_dataset"] = PerSampleSeed(kwargs["train_dataset"], args.seed)
 
         projectors = None
         if args.distill_method == "heteroakd":
@@ -124,6 +138,10 @@ class HeteroAKDTrainer(Trainer):
             # Frozen and never in the optimizer or DDP: only ever run forward, without autograd.
             self.teacher = teacher_model.requires_grad_(False).eval().to(self.args.device)
         self.teacher_input_transform = teacher_input_transform
+        if isinstance(self.train_dataset, PerSampleSeed):
+            self.add_callback(SetEpochCallback(self.train_dataset))
+        self._eval_metric = MeanIoU(model.config.num_labels, ignore_index=args.ignore_index)
+        self._eval_loss = torch.zeros(2, dtype=torch.float64)  # (sum of pixel losses, number of pixels)
         # Each term is a per-micro-batch mean: the Trainer divides it by the accumulation steps.
         self.model_accepts_loss_kwargs = False
         self.loss_is_scaled_for_ga = False
@@ -194,23 +212,70 @@ class HeteroAKDTrainer(Trainer):
             self._loss_terms.clear()
         super().log(logs, start_time)
 
+    def get_eval_dataloader(self, eval_dataset: str | Dataset | None = None) -> DataLoader:
+        """This process's shard of the evaluation set: every sample once, none padded or repeated."""
+        dataset = eval_dataset if eval_dataset is not None else self.eval_dataset
+        if isinstance(dataset, str):
+            dataset = self.eval_dataset[dataset]
+        if dataset is None:
+            raise ValueError("evaluation needs an eval_dataset")
+        shard = Subset(dataset, range(self.args.process_index, len(dataset), self.args.world_size))
+        return DataLoader(
+            shard,
+            batch_size=self.args.eval_batch_size,
+            collate_fn=self.data_collator,
+            num_workers=self.args.dataloader_num_workers,
+            pin_memory=self.args.dataloader_pin_memory,
+        )
+
     def prediction_step(
         self,
         model: nn.Module,
         inputs: dict[str, torch.Tensor],
         prediction_loss_only: bool,
         ignore_keys: list[str] | None = None,
-    ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
-        """The student alone: task loss, and (N, H, W) class predictions at the labels' size."""
+    ) -> tuple[None, None, None]:
+        """Runs the student and folds its predictions into this process's confusion matrix.
+
+        Nothing is returned for the Trainer to gather: shards may hold different numbers of
+        batches, so no collective operation may run per batch.
+        """
         inputs = self._prepare_inputs(inputs)
         labels = inputs["labels"]
         with torch.no_grad(), self.compute_loss_context_manager():
-            logits = model(inputs["pixel_values"]).logits
+            # The bare module: a DDP forward may sync buffers, a collective the uneven shards cannot join.
+            logits = self.accelerator.unwrap_model(model)(inputs["pixel_values"]).logits
+        num_valid = (labels != self.args.ignore_index).sum()
         loss = losses.task_loss(logits, labels, self.args.ignore_index)
-        if prediction_loss_only:
-            return loss, None, None
-        predictions = losses.resize_logits(logits.float(), labels.shape[-2:]).argmax(dim=1)
-        return loss, predictions, labels
+        self._eval_loss += torch.stack([loss.double().nan_to_num() * num_valid, num_valid.double()]).cpu()
+        self._eval_metric.update(losses.resize_logits(logits.float(), labels.shape[-2:]).argmax(dim=1), labels)
+        return None, None, None
+
+    def evaluation_loop(
+        self,
+        dataloader: DataLoader,
+        description: str,
+        prediction_loss_only: bool | None = None,
+        ignore_keys: list[str] | None = None,
+        metric_key_prefix: str = "eval",
+    ) -> EvalLoopOutput:
+        """The Trainer's loop, then the confusion matrices and losses summed over processes."""
+        self._eval_metric.reset()
+        self._eval_loss.zero_()
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            # BatchNorm statistics drift apart across processes; evaluate rank 0's, the ones saved.
+            for buffer in self.student.buffers():
+                torch.distributed.broadcast(buffer, src=0)
+        output = super().evaluation_loop(dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix)
+        device = self.args.device
+        matrix = self.accelerator.reduce(self._eval_metric.confusion_matrix.to(device), reduction="sum")
+        loss_sum, pixels = self.accelerator.reduce(self._eval_loss.to(device), reduction="sum").tolist()
+        self._eval_metric.confusion_matrix = matrix.cpu()
+        metrics = flatten_mean_iou(self._eval_metric.compute(), self.student.config.id2label)
+        metrics["loss"] = loss_sum / max(pixels, 1.0)
+        output.metrics.update({f"{metric_key_prefix}_{k}": v for k, v in metrics.items()})
+        output.metrics.pop(f"{metric_key_prefix}_model_preparation_time", None)
+        return EvalLoopOutput(None, None, output.metrics, len(dataloader.dataset.dataset))
 
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
         """Saves the student alone (never the projectors), its processor and the arguments."""
@@ -218,10 +283,49 @@ class HeteroAKDTrainer(Trainer):
         if not self.args.should_save:
             return
         os.makedirs(output_dir, exist_ok=True)
-        self.student.save_pretrained(output_dir)
+        if state_dict is not None:  # gathered by the Trainer from FSDP / DeepSpeed shards
+            state_dict = {k[len("student."):]: v for k, v in state_dict.items() if k.startswith("student.")}
+        self.student.save_pretrained(output_dir, state_dict=state_dict)
         if self.processing_class is not None:
             self.processing_class.save_pretrained(output_dir)
-        torch.save(self.args, os.path.join(output_dir, "training_args.bin"))
+        # training_args.bin stays on disk and may be shared: never with the Hub token in it.
+        args = copy.copy(self.args)
+        args.hub_token = None
+        torch.save(args, os.path.join(output_dir, "training_args.bin"))
+
+    # The Hub: the student goes up once, with its card, through hub.push_student (run_distillation calls
+    # it at the end). The Trainer's own pushes, of the whole output folder and of checkpoints, are off.
+
+    def init_hf_repo(self, token: str | None = None, private: bool | None = None) -> None:
+        """Checks the credentials and resolves the repo id before training; creates nothing yet."""
+        if self.is_world_process_zero():
+            token = token if token is not None else self.args.hub_token
+            self.hub_model_id = resolve_repo_id(self.args.hub_model_id, self.args.output_dir, token)
+        self.push_in_progress = None
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        # Saving never pushes (the Trainer would, with --push_to_hub, before the card exists).
+        super().save_model(output_dir, _internal_call=True)
+
+    def _push_from_checkpoint(self, checkpoint_folder: str) -> None:
+        """Checkpoints (projectors, optimizer state) are never pushed."""
+
+    def push_to_hub(
+        self, commit_message: str | None = None, blocking: bool = True, token: str | None = None,
+        revision: str | None = None, private: bool | None = None, **kwargs: Any,
+    ) -> str | None:
+        """Saves the student and uploads it with :func:`hf_heteroakd.hub.push_student`: the student's files
+        and the README.md already in ``output_dir`` (no Trainer-written card; ``blocking`` and ``kwargs``
+        are ignored). Returns the repo's URL on the main process."""
+        self.save_model()
+        if not self.is_world_process_zero():
+            return None
+        token = token if token is not None else self.args.hub_token
+        if self.hub_model_id is None:
+            self.init_hf_repo(token=token)
+        private = private if private is not None else self.args.hub_private_repo
+        return push_student(self.args.output_dir, self.hub_model_id, token, private,
+                            revision or self.args.hub_revision, commit_message)
 
     def _save_checkpoint(self, model: nn.Module, trial: Any) -> None:
         # A checkpoint also holds the projectors, so a resumed run continues them.

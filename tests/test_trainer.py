@@ -12,7 +12,6 @@ from transformers import AutoModelForSemanticSegmentation
 import hf_heteroakd  # noqa: F401  (registers the student classes with the Auto* factories)
 from hf_heteroakd import HeteroAKDConfig, HeteroAKDError, HeteroAKDTrainer, build_student
 from hf_heteroakd.data import SegmentationDataset, collate_segmentation, load_segmentation_data, train_transforms
-from hf_heteroakd.metrics import MeanIoUForTrainer
 from hf_heteroakd.pipeline import resolve_id2label
 from hf_heteroakd.normalization import Renormalize, renormalizer
 from hf_heteroakd.trainer import PROJECTORS_NAME
@@ -40,7 +39,6 @@ def make_trainer(tmp_path, train_set, method="heteroakd", teacher_factory=tiny_s
         train_dataset=train_set,
         eval_dataset=train_set,
         data_collator=partial(collate_segmentation),
-        compute_metrics=MeanIoUForTrainer(NUM_LABELS, id2label=ID2LABEL),
     )
 
 
@@ -157,3 +155,21 @@ def test_normalization_is_read_from_each_model(tmp_path):
     teacher_norm = model_normalization(tiny_segformer(), str(teacher_dir))
     assert teacher_norm == ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
     assert renormalizer(model_normalization(student), teacher_norm) is not None
+
+
+def test_bfloat16_teacher_with_float32_student(tmp_path, train_set):
+    trainer = make_trainer(tmp_path, train_set, teacher_factory=lambda: tiny_segformer().to(torch.bfloat16))
+    trainer.model.train()
+    loss = trainer.compute_loss(trainer.model, batch_of(train_set))
+    assert loss.dtype == torch.float32 and torch.isfinite(loss)
+    loss.backward()
+    assert all(p.grad is not None for p in trainer.projectors.teacher.parameters())
+
+
+def test_bf16_mixed_precision_trains_with_float32_losses(tmp_path, train_set):
+    trainer = make_trainer(tmp_path, train_set, bf16=True, use_cpu=True)
+    trainer.train()
+    logged = [entry for entry in trainer.state.log_history if "loss" in entry]
+    assert logged and all(torch.isfinite(torch.tensor(entry[f"loss_{t}"])) for entry in logged
+                          for t in ("task", "kd", "hakd", "proj"))
+    assert all(p.dtype == torch.float32 for p in trainer.student.parameters())  # autocast, not a cast
