@@ -44,6 +44,9 @@ class HeteroAKDConfig(TrainingArguments):
     kmm_eps: float = field(default=1e-6, metadata={"help": "ε in S_T = H_S / (H_T + H_S + ε)."})
     projector_channels: int = field(default=256, metadata={"help": "Hidden channels of the stage projectors."})
     ignore_index: int = field(default=255, metadata={"help": "Label value ignored by the losses and the metric."})
+    overwrite_output_dir: bool = field(
+        default=False, metadata={"help": "Train into an --output_dir that already holds files of another run."}
+    )
     remove_unused_columns: bool = field(default=False, metadata={"help": "Keep the pixel_values/labels columns."})
 
     def __post_init__(self) -> None:

@@ -46,7 +46,7 @@ def run_demo(output_dir: str = "outputs/demo", teacher_steps: int = 800, student
             output_dir=str(out / run), distill_method=method, max_steps=steps, learning_rate=lr,
             per_device_train_batch_size=batch_size, per_device_eval_batch_size=16, lr_scheduler_type="polynomial",
             warmup_steps=0.05, logging_steps=max(steps // 10, 1), save_strategy="no", report_to="none",
-            do_train=True, do_eval=True, dataloader_num_workers=0, seed=0,
+            do_train=True, do_eval=True, dataloader_num_workers=0, seed=0, overwrite_output_dir=True,
         )
 
     init = out / "teacher_init"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
 from typing import Literal
 
 import torch
@@ -142,6 +143,20 @@ def resolve_id2label(dataset_labels: dict[int, str] | None, teacher) -> dict[int
     return dataset_labels
 
 
+def check_output_dir(training_args: HeteroAKDConfig) -> None:
+    """Training never writes over another run's files unless asked to."""
+    out = Path(training_args.output_dir)
+    if not training_args.do_train or training_args.overwrite_output_dir or training_args.resume_from_checkpoint:
+        return
+    existing = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+    if existing:
+        raise HeteroAKDError(
+            f"--output_dir {out} already holds files ({', '.join(existing[:4])}{', …' if len(existing) > 4 else ''}): "
+            "pass --overwrite_output_dir to write over them, --resume_from_checkpoint to continue that run, "
+            "or choose another --output_dir"
+        )
+
+
 def run_distillation(
     model_args: ModelArguments,
     data_args: DataArguments,
@@ -150,6 +165,7 @@ def run_distillation(
 ) -> dict[str, float]:
     """Loads everything, trains and/or evaluates, saves the student; returns the final metrics."""
     transformers.utils.logging.set_verbosity(training_args.get_process_log_level())
+    check_output_dir(training_args)
     set_seed(training_args.seed)
 
     data = load_data(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import os
+import tempfile
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -285,13 +286,18 @@ class HeteroAKDTrainer(Trainer):
         os.makedirs(output_dir, exist_ok=True)
         if state_dict is not None:  # gathered by the Trainer from FSDP / DeepSpeed shards
             state_dict = {k[len("student."):]: v for k, v in state_dict.items() if k.startswith("student.")}
-        self.student.save_pretrained(output_dir, state_dict=state_dict)
-        if self.processing_class is not None:
-            self.processing_class.save_pretrained(output_dir)
-        # training_args.bin stays on disk and may be shared: never with the Hub token in it.
-        args = copy.copy(self.args)
-        args.hub_token = None
-        torch.save(args, os.path.join(output_dir, "training_args.bin"))
+        # Written beside its destination, then moved in file by file: a save interrupted while
+        # writing leaves the previous student whole.
+        with tempfile.TemporaryDirectory(dir=output_dir, prefix=".saving-") as staging:
+            self.student.save_pretrained(staging, state_dict=state_dict)
+            if self.processing_class is not None:
+                self.processing_class.save_pretrained(staging)
+            # training_args.bin stays on disk and may be shared: never with the Hub token in it.
+            args = copy.copy(self.args)
+            args.hub_token = None
+            torch.save(args, os.path.join(staging, "training_args.bin"))
+            for name in sorted(os.listdir(staging), key=lambda n: n.endswith(".safetensors")):  # weights last
+                os.replace(os.path.join(staging, name), os.path.join(output_dir, name))
 
     # The Hub: the student goes up once, with its card, through hub.push_student (run_distillation calls
     # it at the end). The Trainer's own pushes, of the whole output folder and of checkpoints, are off.

@@ -1,0 +1,43 @@
+"""Nothing is lost: no run is written over by accident, an interrupted save keeps the last student."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from hf_heteroakd import HeteroAKDConfig, HeteroAKDError, HeteroAKDTrainer, build_student
+from hf_heteroakd.pipeline import DataArguments, ModelArguments, run_distillation
+
+from .conftest import ID2LABEL
+
+
+def test_training_refuses_an_output_dir_holding_another_run(tmp_path, synthetic_dataset):
+    (tmp_path / "all_results.json").write_text("{}")
+    args = HeteroAKDConfig(output_dir=str(tmp_path), distill_method="none", do_train=True, report_to="none")
+    with pytest.raises(HeteroAKDError, match="--overwrite_output_dir"):
+        run_distillation(ModelArguments(student_pretrained_backbone=False), DataArguments(dataset=str(synthetic_dataset)), args)
+    assert [p.name for p in tmp_path.iterdir()] == ["all_results.json"]
+
+
+def test_an_interrupted_save_leaves_the_previous_student_intact(tmp_path, monkeypatch):
+    torch.manual_seed(0)
+    trainer = HeteroAKDTrainer(
+        model=build_student("resnet18", ID2LABEL, pretrained_backbone=False),
+        args=HeteroAKDConfig(output_dir=str(tmp_path), distill_method="none", report_to="none"),
+    )
+    trainer.save_model()
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    torch.nn.init.zeros_(trainer.student.decode_head[-1].weight)  # a different student to save
+
+    def fail_midway(self, save_directory, **kwargs):
+        with open(os.path.join(save_directory, "model.safetensors"), "wb") as half_written:
+            half_written.write(b"half a file")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(type(trainer.student), "save_pretrained", fail_midway)
+    with pytest.raises(OSError, match="disk full"):
+        trainer.save_model()
+    after = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    assert after == before  # same files, same bytes, no staging folder left behind
