@@ -364,24 +364,37 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--license", help="the license in the card's metadata (default: as recorded, apache-2.0)")
     args = parser.parse_args(argv)
     try:
-        summary_path = Path(args.output_dir, RUN_SUMMARY_NAME)
-        run = _read_json(summary_path)
-        updates = {
-            "teacher": read_results(args.teacher_results) if args.teacher_results else None,
-            "baseline": read_results(args.baseline_results) if args.baseline_results else None,
-        }
-        if run and (any(updates.values()) or args.hub_model_id or args.license):
-            run["comparison"].update({who: values for who, values in updates.items() if values})
-            run["hub_model_id"] = args.hub_model_id or run["hub_model_id"]
-            run["license"] = args.license or run["license"]
-            summary_path.write_text(json.dumps(run, indent=2) + "\n")
-        card = render_card(args.output_dir)
+        update_card(args.output_dir, args.teacher_results, args.baseline_results, args.hub_model_id, args.license)
     except HeteroAKDError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    card.save(os.path.join(args.output_dir, "README.md"))
     print(f"wrote {os.path.join(args.output_dir, 'README.md')}")
     return 0
+
+
+def update_card(
+    output_dir: str,
+    teacher_results: str | None = None,
+    baseline_results: str | None = None,
+    hub_model_id: str | None = None,
+    license: str | None = None,
+) -> ModelCard:
+    """Records what is given (results: a run's folder or a JSON file) in the run's summary, then
+    re-renders and saves ``output_dir/README.md``."""
+    summary_path = Path(output_dir, RUN_SUMMARY_NAME)
+    run = _read_json(summary_path)
+    updates = {
+        "teacher": read_results(teacher_results) if teacher_results else None,
+        "baseline": read_results(baseline_results) if baseline_results else None,
+    }
+    if run and (any(updates.values()) or hub_model_id or license):
+        run["comparison"].update({who: values for who, values in updates.items() if values})
+        run["hub_model_id"] = hub_model_id or run["hub_model_id"]
+        run["license"] = license or run["license"]
+        summary_path.write_text(json.dumps(run, indent=2) + "\n")
+    card = render_card(output_dir)
+    card.save(os.path.join(output_dir, "README.md"))
+    return card
 
 
 if __name__ == "__main__":

@@ -44,6 +44,13 @@ class HeteroAKDConfig(TrainingArguments):
     kmm_eps: float = field(default=1e-6, metadata={"help": "ε in S_T = H_S / (H_T + H_S + ε)."})
     projector_channels: int = field(default=256, metadata={"help": "Hidden channels of the stage projectors."})
     ignore_index: int = field(default=255, metadata={"help": "Label value ignored by the losses and the metric."})
+    eval_crop_size: list[int] | None = field(
+        default=None, metadata={"help": "Evaluate with sliding windows of this size (H W); unset: whole images."}
+    )
+    eval_stride: list[int] | None = field(
+        default=None, metadata={"help": "Stride of the sliding windows (H W); default 2/3 of --eval_crop_size."}
+    )
+    eval_flip: bool = field(default=False, metadata={"help": "Average predictions with horizontally flipped images."})
     overwrite_output_dir: bool = field(
         default=False, metadata={"help": "Train into an --output_dir that already holds files of another run."}
     )
@@ -53,5 +60,9 @@ class HeteroAKDConfig(TrainingArguments):
         super().__post_init__()
         if self.temperature <= 0:
             raise ValueError(f"--temperature must be positive, got {self.temperature}")
+        for name in ("eval_crop_size", "eval_stride"):
+            value = getattr(self, name)
+            if value is not None and len(value) == 1:
+                setattr(self, name, value * 2)  # one value: square
         if not self.hakd_stages:
             raise ValueError("--hakd_stages needs at least one stage index, e.g. --hakd_stages -1")

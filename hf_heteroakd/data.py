@@ -318,6 +318,7 @@ class SegmentationDataset(torch.utils.data.Dataset):
         ignore_index: int = IGNORE_INDEX,
         split_name: str = "train",
         label_transform: LabelTransform | None = None,
+        skip_bad_samples: bool = False,
     ) -> None:
         self.split = split
         self.transform = transform
@@ -325,12 +326,31 @@ class SegmentationDataset(torch.utils.data.Dataset):
         self.ignore_index = ignore_index
         self.split_name = split_name
         self.label_transform = label_transform
+        self.skip_bad_samples = skip_bad_samples
+        self.skipped = 0  # per process: each DataLoader worker counts its own
 
     def __len__(self) -> int:
         return len(self.split)
 
-    def __getitem__(self, idx: int) -> dict[str, torch.Tensor]:
-        row = self.split[idx]
+    def __getitem__(self, idx: int) -> dict[str, torch.Tensor] | None:
+        """The transformed sample; None for a bad one when ``skip_bad_samples`` (the collate drops it)."""
+        try:
+            return self._read(idx)
+        except HeteroAKDError as err:
+            if not self.skip_bad_samples:
+                raise
+            self.skipped += 1
+            logger.warning("Skipping bad sample %d (%d skipped in this process so far): %s", idx, self.skipped, err)
+            return None
+
+    def _read(self, idx: int) -> dict[str, torch.Tensor]:
+        try:
+            row = self.split[idx]
+        except (OSError, ValueError) as err:  # PIL cannot decode the stored bytes
+            raise HeteroAKDError(
+                f"Split {self.split_name!r}, row {idx}: the image or mask cannot be decoded ({err}); "
+                "fix or remove the row, or pass --skip_bad_samples to skip such rows"
+            ) from None
         image, mask = row["image"], row["label"]
         if image.size != mask.size:
             raise HeteroAKDError(
@@ -399,10 +419,14 @@ def collate_segmentation(
 ) -> dict[str, torch.Tensor]:
     """Stack samples into ``pixel_values`` (B, 3, H, W) and ``labels`` (B, H, W).
 
-    Samples of different sizes (full-resolution evaluation) are padded at the bottom and right to the
+    None entries (bad samples a dataset skipped) are dropped. Samples of different sizes
+    (full-resolution evaluation) are padded at the bottom and right to the
     largest H and W: images with 0, labels with ``ignore_index`` so the padding is never scored.
     Use ``functools.partial(collate_segmentation, ignore_index=...)`` as a DataLoader's collate_fn.
     """
+    batch = [sample for sample in batch if sample is not None]  # bad samples skipped by the dataset
+    if not batch:
+        raise HeteroAKDError("every sample of a batch was bad and skipped; check the dataset (see the warnings)")
     height = max(sample["labels"].shape[-2] for sample in batch)
     width = max(sample["labels"].shape[-1] for sample in batch)
 

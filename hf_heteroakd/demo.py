@@ -15,6 +15,7 @@ from pathlib import Path
 
 from transformers import SegformerConfig, SegformerForSemanticSegmentation, SegformerImageProcessor
 
+from .card import update_card
 from .config import HeteroAKDConfig
 from .evaluation import evaluate_saved_student
 from .pipeline import DataArguments, ModelArguments, run_distillation
@@ -61,6 +62,7 @@ def run_demo(output_dir: str = "outputs/demo", teacher_steps: int = 800, student
         args("student", "heteroakd", student_steps, 1e-3),
     )
 
+    update_card(str(out / "student"), teacher_results=str(out / "teacher"))  # the card compares with the teacher
     reloaded = evaluate_saved_student(str(out / "student"), str(data_dir), "validation")
     reported = json.loads((out / "student" / "all_results.json").read_text())["eval_mean_iou"]
     if not math.isclose(reloaded["mean_iou"], reported, abs_tol=1e-4):

@@ -102,6 +102,11 @@ class DataArguments:
     photometric_distortion: bool = field(
         default=False, metadata={"help": "Random brightness, contrast, saturation and hue changes of training images."}
     )
+    skip_bad_samples: bool = field(
+        default=False,
+        metadata={"help": "Skip (and count, with a warning each) samples that cannot be decoded, whose mask does not "
+                  "match the image, or whose labels are out of range, instead of stopping."},
+    )
 
     def __post_init__(self) -> None:
         if self.dataset is None:
@@ -213,11 +218,14 @@ def run_distillation(
         split = data.splits[name]
         if limits[name] is not None:
             split = split.select(range(min(limits[name], len(split))))
-        check_label_range(
-            split, num_labels, training_args.ignore_index, name, data_args.label_check_samples, data.label_transform
-        )
+        if not data_args.skip_bad_samples:
+            check_label_range(
+                split, num_labels, training_args.ignore_index, name, data_args.label_check_samples,
+                data.label_transform,
+            )
         splits[name] = SegmentationDataset(
-            split, transforms[name], num_labels, training_args.ignore_index, name, data.label_transform
+            split, transforms[name], num_labels, training_args.ignore_index, name, data.label_transform,
+            data_args.skip_bad_samples,
         )
 
     processor = SegformerImageProcessor(

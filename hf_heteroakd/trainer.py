@@ -23,6 +23,7 @@ from .config import HeteroAKDConfig
 from .errors import HeteroAKDError
 from .features import stage_channels, stage_features
 from .hub import push_student, resolve_repo_id
+from .inference import segmentation_logits
 from .metrics import MeanIoU, flatten_mean_iou
 from .projectors import HeteroAKDProjectors
 from .seeding import PerSampleSeed, SetEpochCallback
@@ -245,11 +246,14 @@ class HeteroAKDTrainer(Trainer):
         labels = inputs["labels"]
         with torch.no_grad(), self.compute_loss_context_manager():
             # The bare module: a DDP forward may sync buffers, a collective the uneven shards cannot join.
-            logits = self.accelerator.unwrap_model(model)(inputs["pixel_values"]).logits
+            logits = segmentation_logits(
+                self.accelerator.unwrap_model(model), inputs["pixel_values"], self.args.eval_crop_size,
+                self.args.eval_stride, self.args.eval_flip,
+            )
         num_valid = (labels != self.args.ignore_index).sum()
         loss = losses.task_loss(logits, labels, self.args.ignore_index)
         self._eval_loss += torch.stack([loss.double().nan_to_num() * num_valid, num_valid.double()]).cpu()
-        self._eval_metric.update(losses.resize_logits(logits.float(), labels.shape[-2:]).argmax(dim=1), labels)
+        self._eval_metric.update(losses.resize_logits(logits, labels.shape[-2:]).argmax(dim=1), labels)
         return None, None, None
 
     def evaluation_loop(

@@ -41,3 +41,32 @@ def test_an_interrupted_save_leaves_the_previous_student_intact(tmp_path, monkey
         trainer.save_model()
     after = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
     assert after == before  # same files, same bytes, no staging folder left behind
+
+
+def test_bad_samples_stop_the_run_or_are_skipped_and_counted(tmp_path):
+    import datasets
+    import numpy as np
+    from PIL import Image
+
+    from hf_heteroakd.data import SegmentationDataset, collate_segmentation, eval_transforms
+
+    good = (Image.new("RGB", (8, 8)), Image.fromarray(np.zeros((8, 8), np.uint8)))
+    out_of_range = (Image.new("RGB", (8, 8)), Image.fromarray(np.full((8, 8), 9, np.uint8)))
+    wrong_size = (Image.new("RGB", (8, 8)), Image.fromarray(np.zeros((4, 8), np.uint8)))
+    corrupt = ({"bytes": b"not an image", "path": None}, good[1])
+    rows = [good, out_of_range, good, wrong_size, corrupt]
+    split = datasets.Dataset.from_dict(
+        {"image": [r[0] for r in rows], "label": [r[1] for r in rows]},
+        features=datasets.Features({"image": datasets.Image(), "label": datasets.Image()}),
+    )
+    strict = SegmentationDataset(split, eval_transforms(), num_labels=3, split_name="train")
+    with pytest.raises(HeteroAKDError, match="row 1"):
+        strict[1]
+    with pytest.raises(HeteroAKDError, match="row 4: the image or mask cannot be decoded"):
+        strict[4]
+    lenient = SegmentationDataset(split, eval_transforms(), num_labels=3, split_name="train", skip_bad_samples=True)
+    batch = collate_segmentation([lenient[i] for i in range(5)])
+    assert batch["labels"].shape == (2, 8, 8)
+    assert lenient.skipped == 3
+    with pytest.raises(HeteroAKDError, match="every sample"):
+        collate_segmentation([None, None])
