@@ -27,6 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         run_distillation(*parse_args(argv))
     except HeteroAKDError as err:
-        print(f"error: {err}", file=sys.stderr)
+        # On a line of its own, even after an unfinished progress bar.
+        print(f"\nerror: {err}", file=sys.stderr)
         return 2
     return 0

@@ -7,6 +7,8 @@ from typing import Literal
 
 from transformers import TrainingArguments
 
+from .errors import HeteroAKDError
+
 
 @dataclass
 class HeteroAKDConfig(TrainingArguments):
@@ -51,6 +53,10 @@ class HeteroAKDConfig(TrainingArguments):
         default=None, metadata={"help": "Stride of the sliding windows (H W); default 2/3 of --eval_crop_size."}
     )
     eval_flip: bool = field(default=False, metadata={"help": "Average predictions with horizontally flipped images."})
+    max_nonfinite_steps: int = field(
+        default=10,
+        metadata={"help": "Steps with a non-finite loss are skipped; after this many, save a checkpoint and stop."},
+    )
     overwrite_output_dir: bool = field(
         default=False, metadata={"help": "Train into an --output_dir that already holds files of another run."}
     )
@@ -59,10 +65,10 @@ class HeteroAKDConfig(TrainingArguments):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.temperature <= 0:
-            raise ValueError(f"--temperature must be positive, got {self.temperature}")
+            raise HeteroAKDError(f"--temperature must be positive, got {self.temperature}")
         for name in ("eval_crop_size", "eval_stride"):
             value = getattr(self, name)
             if value is not None and len(value) == 1:
                 setattr(self, name, value * 2)  # one value: square
         if not self.hakd_stages:
-            raise ValueError("--hakd_stages needs at least one stage index, e.g. --hakd_stages -1")
+            raise HeteroAKDError("--hakd_stages needs at least one stage index, e.g. --hakd_stages -1")

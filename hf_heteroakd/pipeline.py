@@ -57,6 +57,9 @@ class ModelArguments:
         metadata={"help": "Start the student's backbone from pretrained weights (timm ImageNet weights, or "
                   "nvidia/mit-bX for mit-bX); needs the Hub or its cache. False: random init."},
     )
+    trust_remote_code: bool = field(
+        default=False, metadata={"help": "Allow a teacher checkpoint's own modeling code to run (off by default)."}
+    )
     teacher_dtype: Literal["auto", "float32", "bfloat16", "float16"] = field(
         default="auto", metadata={"help": "Teacher precision; auto: bfloat16 on GPUs that support it, else float32."}
     )
@@ -185,7 +188,7 @@ def run_distillation(
             )
         dtype = None if model_args.teacher_dtype == "auto" else DTYPES[model_args.teacher_dtype]
         model_args.teacher = resolve_teacher(model_args.teacher, data_args.dataset)
-        teacher = load_teacher(model_args.teacher, dtype)
+        teacher = load_teacher(model_args.teacher, dtype, model_args.trust_remote_code)
     id2label = resolve_id2label(data.id2label, teacher)
     num_labels = len(id2label)
     student = build_student(
@@ -247,6 +250,11 @@ def run_distillation(
     metrics: dict[str, float] = {}
     if training_args.do_train:
         result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+        if trainer.nonfinite_stop is not None:
+            raise HeteroAKDError(
+                f"training stopped: {trainer.nonfinite_stop}; lower --learning_rate or the loss weights, or use "
+                "--bf16 instead of --fp16, then continue with --resume_from_checkpoint"
+            )
         trainer.save_model()
         trainer.log_metrics("train", result.metrics)
         trainer.save_metrics("train", result.metrics)

@@ -49,12 +49,24 @@ def default_teacher_dtype() -> torch.dtype:
     return torch.float32
 
 
-def load_teacher(name_or_path: str, dtype: torch.dtype | None = None) -> PreTrainedModel:
-    """Any ``AutoModelForSemanticSegmentation`` checkpoint, frozen and in eval mode."""
+def load_teacher(
+    name_or_path: str, dtype: torch.dtype | None = None, trust_remote_code: bool = False
+) -> PreTrainedModel:
+    """Any ``AutoModelForSemanticSegmentation`` checkpoint, frozen and in eval mode.
+
+    Code shipped with a checkpoint runs only with ``trust_remote_code=True``.
+    """
     try:
         teacher = AutoModelForSemanticSegmentation.from_pretrained(
-            name_or_path, dtype=dtype or default_teacher_dtype()
+            name_or_path, dtype=dtype or default_teacher_dtype(), trust_remote_code=trust_remote_code
         )
+    except ValueError as err:
+        if "trust_remote_code" not in str(err):
+            raise
+        raise HeteroAKDError(
+            f"the teacher {name_or_path!r} ships its own modeling code, which runs only with your consent: "
+            "read it, then pass --trust_remote_code"
+        ) from None
     except OSError as err:
         raise HeteroAKDError(
             f"could not load the teacher {name_or_path!r}: {str(err).splitlines()[0]} "

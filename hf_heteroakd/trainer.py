@@ -16,7 +16,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 from transformers import PreTrainedModel, Trainer
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, EvalLoopOutput
-from transformers.utils import ModelOutput
+from transformers.utils import ModelOutput, logging
 
 from . import losses
 from .config import HeteroAKDConfig
@@ -29,6 +29,7 @@ from .projectors import HeteroAKDProjectors
 from .seeding import PerSampleSeed, SetEpochCallback
 
 PROJECTORS_NAME = "heteroakd_projectors.safetensors"
+logger = logging.get_logger(__name__)
 
 
 @dataclass
@@ -148,6 +149,8 @@ class HeteroAKDTrainer(Trainer):
         self.model_accepts_loss_kwargs = False
         self.loss_is_scaled_for_ga = False
         self._loss_terms: dict[str, list[torch.Tensor]] = defaultdict(list)
+        self.nonfinite_steps = 0
+        self.nonfinite_stop: str | None = None
 
     @property
     def student(self) -> PreTrainedModel:
@@ -204,6 +207,38 @@ class HeteroAKDTrainer(Trainer):
             for name, value in terms.items():
                 self._loss_terms[name].append(value.detach())
         return (loss, out) if return_outputs else loss
+
+    def training_step(
+        self, model: nn.Module, inputs: dict[str, torch.Tensor], num_items_in_batch: torch.Tensor | int | None = None
+    ) -> torch.Tensor:
+        """The Trainer's step; one whose loss is not finite (on any process) is skipped and counted.
+
+        Skipping drops the accumulated gradients (set to None, so the optimizer leaves those
+        parameters untouched). After ``max_nonfinite_steps`` skips, a checkpoint is saved and
+        training stops; ``nonfinite_stop`` then says why.
+        """
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        finite = torch.isfinite(loss).float()
+        if self.args.world_size > 1:
+            finite = self.accelerator.reduce(finite, reduction="sum") / self.args.world_size
+        if finite.item() == 1.0:
+            return loss
+        model.zero_grad(set_to_none=True)
+        self.nonfinite_steps += 1
+        bad = [name for name, values in self._loss_terms.items() if values and not torch.isfinite(values[-1])]
+        logger.warning(
+            "step %d: the loss is not finite (terms: %s); step skipped (%d of at most %d)",
+            self.state.global_step + 1, ", ".join(bad) or "on another process", self.nonfinite_steps,
+            self.args.max_nonfinite_steps,
+        )
+        if self.nonfinite_steps > self.args.max_nonfinite_steps and self.nonfinite_stop is None:
+            self._save_checkpoint(self.model, trial=None)
+            self.nonfinite_stop = (
+                f"{self.nonfinite_steps} steps had a loss that is not finite (last: {', '.join(bad) or 'unknown'}); "
+                f"the last good state is {PREFIX_CHECKPOINT_DIR}-{self.state.global_step} in {self.args.output_dir}"
+            )
+            self.control.should_training_stop = True
+        return loss.new_zeros(())
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         """Adds each loss term, averaged since the last log and across processes, as ``loss_<term>``."""

@@ -70,3 +70,36 @@ def test_bad_samples_stop_the_run_or_are_skipped_and_counted(tmp_path):
     assert lenient.skipped == 3
     with pytest.raises(HeteroAKDError, match="every sample"):
         collate_segmentation([None, None])
+
+
+def test_non_finite_steps_are_skipped_then_the_run_stops_with_a_checkpoint(tmp_path, synthetic_dataset, monkeypatch):
+    from hf_heteroakd import losses
+    from hf_heteroakd.data import SegmentationDataset, collate_segmentation, load_segmentation_data, train_transforms
+
+    from .conftest import NUM_LABELS, tiny_segformer
+
+    real = losses.heteroakd_loss
+
+    def hakd_goes_nan_after_two_calls(*args, **kwargs):
+        calls.append(1)
+        out = real(*args, **kwargs)
+        return out._replace(hakd=out.hakd * float("nan")) if len(calls) > 2 else out
+
+    calls: list[int] = []
+    monkeypatch.setattr(losses, "heteroakd_loss", hakd_goes_nan_after_two_calls)
+    split = load_segmentation_data(str(synthetic_dataset)).splits["train"]
+    args = HeteroAKDConfig(output_dir=str(tmp_path), max_steps=10, per_device_train_batch_size=2, max_nonfinite_steps=2,
+                           save_strategy="no", report_to="none", disable_tqdm=True, dataloader_pin_memory=False)
+    trainer = HeteroAKDTrainer(
+        model=build_student("resnet18", ID2LABEL, pretrained_backbone=False), teacher_model=tiny_segformer(),
+        args=args, train_dataset=SegmentationDataset(split, train_transforms((32, 32)), NUM_LABELS),
+        data_collator=collate_segmentation,
+    )
+    trainer.train()
+    before_nan = {k: v.clone() for k, v in trainer.student.state_dict().items()}
+    assert trainer.nonfinite_steps == 3
+    # Skipped steps count as steps but change no weight: the checkpoint holds the 2 good steps' student.
+    assert "hakd" in trainer.nonfinite_stop and "checkpoint-4" in trainer.nonfinite_stop
+    assert trainer.state.global_step == 5  # stopped long before max_steps=10
+    assert (tmp_path / "checkpoint-4" / "model.safetensors").is_file()
+    assert all(torch.isfinite(v).all() for v in before_nan.values() if v.is_floating_point())

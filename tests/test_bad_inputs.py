@@ -1,0 +1,98 @@
+"""Bad input through the CLI entry point (`recipes/run_distill.py` calls `hf_heteroakd.cli.main`):
+each stops with exit code 2 and one `error:` line that names the problem, never a traceback."""
+
+from __future__ import annotations
+
+import json
+
+import datasets
+import numpy as np
+import pytest
+from PIL import Image
+
+from hf_heteroakd.cli import main
+
+from .conftest import ID2LABEL, tiny_segformer
+
+
+def write_dataset(folder, labels: list[np.ndarray], image_size=(16, 16)):
+    """A local dataset in the Hub's layout whose train and validation splits hold ``labels``."""
+    rows = {
+        "image": [Image.new("RGB", image_size) for _ in labels],
+        "label": [Image.fromarray(label.astype(np.uint8)) for label in labels],
+    }
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.Image()})
+    (folder / "data").mkdir(parents=True)
+    for split in ("train", "validation"):
+        datasets.Dataset.from_dict(rows, features=features).to_parquet(folder / "data" / f"{split}-00000-of-00001.parquet")
+    (folder / "id2label.json").write_text(json.dumps({str(k): v for k, v in ID2LABEL.items()}))
+    return folder
+
+
+def run(tmp_path, *flags: str) -> None:
+    """The CLI with a tiny offline setup; ``flags`` come last, so they override the defaults."""
+    return main(["--student", "resnet18", "--student_pretrained_backbone", "false", "--output_dir",
+                 str(tmp_path / "out"), "--do_train", "--max_steps", "1", "--crop_size", "16",
+                 "--per_device_train_batch_size", "2", "--report_to", "none", *flags])
+
+
+CASES = {
+    "dataset that does not exist": (lambda t, d, s: ["--distill_method", "none", "--dataset", str(t / "nowhere")],
+                                    "was not found"),
+    "unknown student name": (lambda t, d, s: ["--distill_method", "none", "--dataset", d, "--student", "resnet-nineteen"],
+                             "unknown student 'resnet-nineteen'"),
+    "teacher that does not exist": (lambda t, d, s: ["--dataset", d, "--teacher", str(t / "no-teacher")],
+                                    "could not load the teacher"),
+    "distillation without a teacher": (lambda t, d, s: ["--dataset", d], "needs --teacher"),
+    "teacher with other classes": (lambda t, d, s: ["--dataset", d, "--teacher", s["other_classes"]],
+                                   "2: dataset 'square' vs teacher 'box'"),
+    "teacher alias without a checkpoint for the data": (lambda t, d, s: ["--dataset", d, "--teacher",
+                                                                        "nvidia/segformer-b2"],
+                                                        "no fine-tuned checkpoint"),
+    "label values out of range": (lambda t, d, s: ["--distill_method", "none", "--dataset", s["out_of_range"]],
+                                  "row 0"),
+    "image and mask of different sizes": (lambda t, d, s: ["--distill_method", "none", "--dataset",
+                                                          s["size_mismatch"]], "but its mask is"),
+    "label column that does not exist": (lambda t, d, s: ["--distill_method", "none", "--dataset", d,
+                                                          "--label_column_name", "segmentation_map"],
+                                         "segmentation_map"),
+    "split that does not exist": (lambda t, d, s: ["--distill_method", "none", "--dataset", d, "--do_eval",
+                                                   "--eval_split", "test"], "has no split 'test'"),
+    "output folder of another run": (lambda t, d, s: ["--distill_method", "none", "--dataset", d, "--output_dir",
+                                                      s["used_output"]], "--overwrite_output_dir"),
+    "distilled stage out of range": (lambda t, d, s: ["--dataset", d, "--teacher", s["teacher"], "--hakd_stages", "7"],
+                                     "out of range"),
+    "temperature that is not positive": (lambda t, d, s: ["--dataset", d, "--temperature", "0"],
+                                         "--temperature must be positive"),
+    "push without credentials": (lambda t, d, s: ["--distill_method", "none", "--dataset", d, "--push_to_hub",
+                                                  "--hub_model_id", "me/student"], "hf auth login"),
+}
+
+
+@pytest.fixture(scope="module")
+def setups(tmp_path_factory, synthetic_dataset):
+    root = tmp_path_factory.mktemp("bad_inputs")
+    tiny_segformer(id2label={**ID2LABEL, 2: "box"}).save_pretrained(root / "other_classes")
+    tiny_segformer().save_pretrained(root / "teacher")
+    (root / "used_output").mkdir()
+    (root / "used_output" / "all_results.json").write_text("{}")
+    zeros = np.zeros((16, 16))
+    return {
+        "other_classes": str(root / "other_classes"),
+        "teacher": str(root / "teacher"),
+        "out_of_range": str(write_dataset(root / "out_of_range", [zeros + 9, zeros])),
+        "size_mismatch": str(write_dataset(root / "size_mismatch", [zeros, zeros], image_size=(16, 12))),
+        "used_output": str(root / "used_output"),
+    }
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_bad_input_is_one_clear_line(case, tmp_path, synthetic_dataset, setups, capsys, monkeypatch):
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    flags, phrase = CASES[case]
+    assert run(tmp_path, *flags(tmp_path, str(synthetic_dataset), setups)) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    errors = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and phrase in errors[0], err[-2000:]
