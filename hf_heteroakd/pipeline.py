@@ -25,6 +25,7 @@ from .errors import HeteroAKDError
 from .hub import push_student
 from .presets import PRESETS, find_preset, load_data
 from .normalization import model_normalization, renormalizer
+from .preflight import preflight
 from .students import build_student
 from .teachers import load_teacher, resolve_teacher
 from .trainer import HeteroAKDTrainer
@@ -56,6 +57,9 @@ class ModelArguments:
         default=True,
         metadata={"help": "Start the student's backbone from pretrained weights (timm ImageNet weights, or "
                   "nvidia/mit-bX for mit-bX); needs the Hub or its cache. False: random init."},
+    )
+    preflight_only: bool = field(
+        default=False, metadata={"help": "Check the run on one batch of each split, print the findings and stop."}
     )
     trust_remote_code: bool = field(
         default=False, metadata={"help": "Allow a teacher checkpoint's own modeling code to run (off by default)."}
@@ -246,6 +250,12 @@ def run_distillation(
         teacher_input_transform=teacher_input_transform,
         callbacks=callbacks,
     )
+
+    first_image = splits[data_args.train_split].split[0]["image"] if data_args.train_split in splits else None
+    report = preflight(trainer, tuple(data_args.crop_size), first_image and (first_image.height, first_image.width))
+    if model_args.preflight_only:
+        print("\n".join(["preflight:", *report]))
+        return {}
 
     metrics: dict[str, float] = {}
     if training_args.do_train:

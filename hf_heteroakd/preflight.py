@@ -1,0 +1,79 @@
+"""A check of the whole run on one batch of each split, before any GPU hour is spent.
+
+It reads a batch of each split (decoding, label range and sizes are checked on the way), runs the
+teacher once and measures its pixel accuracy against the labels, and runs one student forward and
+backward without updating anything.
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers.utils import logging
+
+from . import losses
+from .errors import HeteroAKDError
+from .trainer import HeteroAKDTrainer
+
+logger = logging.get_logger(__name__)
+
+
+def preflight(
+    trainer: HeteroAKDTrainer,
+    crop_size: tuple[int, int] | None = None,
+    image_size: tuple[int, int] | None = None,
+) -> list[str]:
+    """Checks the run on one batch of each split; returns the findings (also logged) as lines.
+
+    Raises :class:`HeteroAKDError` for what would stop training anyway (bad samples, labels, sizes);
+    warns when the teacher's predictions on the batch are no better than always predicting the
+    batch's most frequent class (likely a checkpoint for another dataset), and when training
+    crops are larger than the images (most of each crop would be padding).
+    """
+    report = []
+    loaders = {}
+    if trainer.train_dataset is not None:
+        loaders["train"] = trainer.get_train_dataloader()
+    if trainer.eval_dataset is not None:
+        loaders["eval"] = trainer.get_eval_dataloader()
+    batches = {name: batch for name, loader in loaders.items() for batch in [next(iter(loader), None)] if batch}
+    for name, batch in batches.items():
+        report.append(f"{name}: a batch of {tuple(batch['pixel_values'].shape)} reads and checks")
+    if not batches:
+        raise HeteroAKDError("nothing to check: pass --do_train and/or --do_eval")
+
+    if crop_size is not None and image_size is not None and (crop_size[0] > image_size[0] or crop_size[1] > image_size[1]):
+        report.append(
+            f"warning: the training crop {crop_size[0]}x{crop_size[1]} is larger than the images "
+            f"({image_size[0]}x{image_size[1]}); crops are padded with ignored pixels: set --crop_size"
+        )
+
+    batch = trainer._prepare_inputs(next(iter(batches.values())))
+    labels = batch["labels"]
+    valid = (labels != trainer.args.ignore_index) & (labels >= 0)
+    if trainer.teacher is not None and valid.any():
+        logits = losses.resize_logits(trainer.teacher_forward(batch["pixel_values"]).logits.float(), labels.shape[-2:])
+        accuracy = (logits.argmax(dim=1) == labels)[valid].float().mean().item()
+        majority = torch.bincount(labels[valid]).max().item() / valid.sum().item()
+        line = f"teacher pixel accuracy on the batch: {accuracy:.3f} (always the most frequent class: {majority:.3f})"
+        if accuracy <= majority:
+            line = ("warning: " + line + "; is the teacher fine-tuned on this dataset, with these classes "
+                    "in this order?")
+        report.append(line)
+
+    if trainer.train_dataset is not None:
+        model = trainer.model.train()
+        # Leave the run as it was: BatchNorm statistics restored, gradients dropped, nothing logged.
+        buffers = {name: buffer.clone() for name, buffer in model.named_buffers()}
+        loss = trainer.compute_loss(model, batch)
+        loss.backward()
+        model.zero_grad(set_to_none=True)
+        trainer._loss_terms.clear()
+        for name, buffer in model.named_buffers():
+            buffer.copy_(buffers[name])
+        if not torch.isfinite(loss):
+            raise HeteroAKDError(f"the first batch's loss is not finite ({loss.item()}); check the inputs and weights")
+        report.append(f"one student step: loss {loss.item():.4f}, gradients computed (no update made)")
+
+    for line in report:
+        (logger.warning if line.startswith("warning") else logger.info)(line)
+    return report
