@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -24,9 +25,13 @@ def parse_args(argv: list[str] | None = None) -> tuple[ModelArguments, DataArgum
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Runs the recipe; a problem with the input is one ``error:`` line and exit code 2
+    (with HETEROAKD_DEBUG=1 it is raised instead, with its traceback)."""
     try:
         run_distillation(*parse_args(argv))
     except HeteroAKDError as err:
+        if os.environ.get("HETEROAKD_DEBUG") == "1":
+            raise
         # On a line of its own, even after an unfinished progress bar.
         print(f"\nerror: {err}", file=sys.stderr)
         return 2

@@ -96,3 +96,11 @@ def test_bad_input_is_one_clear_line(case, tmp_path, synthetic_dataset, setups, 
     assert "Traceback" not in err
     errors = [line for line in err.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and phrase in errors[0], err[-2000:]
+
+
+def test_debug_mode_raises_with_the_traceback(tmp_path, monkeypatch):
+    from hf_heteroakd import HeteroAKDError
+
+    monkeypatch.setenv("HETEROAKD_DEBUG", "1")
+    with pytest.raises(HeteroAKDError, match="was not found"):
+        run(tmp_path, "--distill_method", "none", "--dataset", str(tmp_path / "nowhere"))
