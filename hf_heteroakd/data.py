@@ -29,12 +29,12 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
 from hf_heteroakd.errors import HeteroAKDError
+from hf_heteroakd.losses import IGNORE_INDEX
 
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
 logger = logging.getLogger(__name__)
 
-IGNORE_INDEX = 255
 
 # Column names tried, in order, when the user names none.
 IMAGE_COLUMN_CANDIDATES = ("image", "pixel_values", "img")

@@ -28,9 +28,9 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from hf_heteroakd.errors import HeteroAKDError
+from hf_heteroakd.losses import IGNORE_INDEX  # a one-pixel boundary around shapes carries it
 
 CLASS_NAMES = ("background", "circle", "square", "triangle", "ring", "cross")
-IGNORE_INDEX = 255  # a one-pixel boundary around shapes carries this label
 
 # No `configs:` block: the Hub finds data/<split>-*.parquet by itself, and datasets 5.2 keys its
 # cache of a local folder whose card has one by path alone, so a regenerated folder would read stale rows.

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import datasets
+import huggingface_hub.constants
 import numpy as np
 import pytest
 from PIL import Image
@@ -66,6 +67,8 @@ CASES = {
                                          "--temperature must be positive"),
     "push without credentials": (lambda t, d, s: ["--distill_method", "none", "--dataset", d, "--push_to_hub",
                                                   "--hub_model_id", "me/student"], "hf auth login"),
+    "push while offline": (lambda t, d, s: ["--distill_method", "none", "--dataset", d, "--push_to_hub",
+                                            "--hub_model_id", "me/student"], "HF_HUB_OFFLINE=1 is set"),
 }
 
 
@@ -89,7 +92,8 @@ def setups(tmp_path_factory, synthetic_dataset):
 @pytest.mark.parametrize("case", CASES)
 def test_bad_input_is_one_clear_line(case, tmp_path, synthetic_dataset, setups, capsys, monkeypatch):
     monkeypatch.delenv("HF_TOKEN", raising=False)
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    # huggingface_hub reads HF_HUB_OFFLINE once, at import: set the mode each case needs directly.
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", case != "push without credentials")
     flags, phrase = CASES[case]
     assert run(tmp_path, *flags(tmp_path, str(synthetic_dataset), setups)) == 2
     err = capsys.readouterr().err
