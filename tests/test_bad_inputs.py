@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from hf_heteroakd import build_student
 from hf_heteroakd.cli import main
 
 from .conftest import ID2LABEL, tiny_segformer
@@ -67,6 +68,8 @@ CASES = {
                                          "--temperature must be positive"),
     "push without credentials": (lambda t, d, s: ["--distill_method", "none", "--dataset", d, "--push_to_hub",
                                                   "--hub_model_id", "me/student"], "hf auth login"),
+    "teacher with its own code, without consent": (lambda t, d, s: ["--dataset", d, "--teacher", s["remote_code"]],
+                                                   "--trust_remote_code"),
     "push while offline": (lambda t, d, s: ["--distill_method", "none", "--dataset", d, "--push_to_hub",
                                             "--hub_model_id", "me/student"], "HF_HUB_OFFLINE=1 is set"),
 }
@@ -77,6 +80,11 @@ def setups(tmp_path_factory, synthetic_dataset):
     root = tmp_path_factory.mktemp("bad_inputs")
     tiny_segformer(id2label={**ID2LABEL, 2: "box"}).save_pretrained(root / "other_classes")
     tiny_segformer().save_pretrained(root / "teacher")
+    # A checkpoint whose architecture only its own code defines: our student, renamed to a type transformers lacks.
+    build_student("resnet18", ID2LABEL, pretrained_backbone=False).save_pretrained(root / "remote_code")
+    for name in ("config.json", "configuration_timm_segmentation.py"):
+        path = root / "remote_code" / name
+        path.write_text(path.read_text().replace("timm_segmentation\"", "someone_elses_segmenter\""))
     (root / "used_output").mkdir()
     (root / "used_output" / "all_results.json").write_text("{}")
     zeros = np.zeros((16, 16))
@@ -86,6 +94,7 @@ def setups(tmp_path_factory, synthetic_dataset):
         "out_of_range": str(write_dataset(root / "out_of_range", [zeros + 9, zeros])),
         "size_mismatch": str(write_dataset(root / "size_mismatch", [zeros, zeros], image_size=(16, 12))),
         "used_output": str(root / "used_output"),
+        "remote_code": str(root / "remote_code"),
     }
 
 
