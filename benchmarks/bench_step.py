@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from hf_heteroakd import HeteroAKDConfig, HeteroAKDTrainer, build_student, losses  # noqa: E402
+from hf_heteroakd import HeteroAKDConfig, HeteroAKDTrainer, build_student  # noqa: E402
 from transformers import SegformerConfig, SegformerForSemanticSegmentation  # noqa: E402
 
 CLASSES = 19
@@ -63,7 +63,6 @@ def main() -> None:
             teacher_model=segformer_b0() if method != "none" else None,
             args=config,
         )
-    teacher = trainers["kd"].teacher
 
     def step(method: str, with_teacher: bool = False):
         trainer = trainers[method]
@@ -88,7 +87,6 @@ def main() -> None:
         "(c) + L_kd (vanilla KD)": step("kd"),
         "(d) + HeteroAKD": step("heteroakd"),
     }
-    assert teacher is not None
     results = {}
     for name, run in variants.items():
         if device.type == "cuda":

@@ -287,7 +287,7 @@ class HeteroAKDTrainer(Trainer):
             )
         num_valid = (labels != self.args.ignore_index).sum()
         loss = losses.task_loss(logits, labels, self.args.ignore_index)
-        self._eval_loss += torch.stack([loss.double().nan_to_num() * num_valid, num_valid.double()]).cpu()
+        self._eval_loss += torch.stack([loss.double().nan_to_num() * num_valid, num_valid.double()])
         self._eval_metric.update(losses.resize_logits(logits, labels.shape[-2:]).argmax(dim=1), labels)
         return None, None, None
 
@@ -301,7 +301,8 @@ class HeteroAKDTrainer(Trainer):
     ) -> EvalLoopOutput:
         """The Trainer's loop, then the confusion matrices and losses summed over processes."""
         self._eval_metric.reset()
-        self._eval_loss.zero_()
+        # Accumulated on the device: no host sync per batch.
+        self._eval_loss = torch.zeros(2, dtype=torch.float64, device=self.args.device)
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             # BatchNorm statistics drift apart across processes; evaluate rank 0's, the ones saved.
             for buffer in self.student.buffers():
@@ -309,7 +310,7 @@ class HeteroAKDTrainer(Trainer):
         output = super().evaluation_loop(dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix)
         device = self.args.device
         matrix = self.accelerator.reduce(self._eval_metric.confusion_matrix.to(device), reduction="sum")
-        loss_sum, pixels = self.accelerator.reduce(self._eval_loss.to(device), reduction="sum").tolist()
+        loss_sum, pixels = self.accelerator.reduce(self._eval_loss, reduction="sum").tolist()
         self._eval_metric.confusion_matrix = matrix.cpu()
         metrics = flatten_mean_iou(self._eval_metric.compute(), self.student.config.id2label)
         metrics["loss"] = loss_sum / max(pixels, 1.0)
