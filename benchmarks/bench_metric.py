@@ -1,10 +1,20 @@
-"""Streaming MeanIoU vs the per-image reference definition of `evaluate`'s mean_iou.
+"""Streaming MeanIoU vs ``evaluate``'s ``mean_iou``, on the same random predictions.
 
-    python benchmarks/bench_metric.py [--images 8] [--height 512] [--width 1024] [--classes 19]
+    python benchmarks/bench_metric.py [--images 8] [--batch 2] [--height 512] [--width 1024] [--classes 19]
 
-Both run on the same random predictions; the reference is the numpy per-image implementation
-the tests check the metric against (``evaluate.load("mean_iou")`` needs the Hub). The last line
-is the headline: the speed ratio, with the results equal.
+Rows, each fed the same int64 maps batch by batch (what the Trainer hands over), results asserted equal:
+
+* this library's streaming ``MeanIoU`` (``update`` per batch, ``compute`` at the end);
+* ``evaluate.load("mean_iou")`` with ``add_batch`` per batch and ``compute()``, when the metric script can be
+  fetched from the Hub. Offline it cannot, and the row is evaluate's ``EvaluationModule`` with mean_iou's
+  declared features (the metric script itself needs the Hub): a module defined here that declares the same
+  features as the Hub script (``datasets.Image()`` for predictions and references, since evaluate 0.4.2), so
+  ``add_batch`` encodes every map into evaluate's Arrow table and ``compute()`` decodes them back, as the real
+  one does, then runs the per-image numpy reference of the tests (the definition the script implements);
+* the same module with the declaration of evaluate < 0.4.2, ``Sequence(Sequence(Value("uint16")))``;
+* the bare per-image numpy reference (``np.histogram`` per image), no storage.
+
+The last line is the headline: the speed ratios against the evaluate path and against the bare numpy loop.
 """
 
 from __future__ import annotations
@@ -13,6 +23,7 @@ import argparse
 import statistics
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -22,20 +33,64 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from hf_heteroakd.metrics import MeanIoU  # noqa: E402
 from tests.test_metrics import reference_mean_iou  # noqa: E402
 
+KEYS = ("mean_iou", "mean_accuracy", "overall_accuracy", "per_category_iou", "per_category_accuracy")
+STREAMING, BARE = "streaming MeanIoU (this library)", "bare numpy per-image loop (np.histogram)"
+EVALUATE_PATH = "evaluate's EvaluationModule with mean_iou's declared features"
 
-def median_seconds(fn, repeats: int) -> float:
-    fn()  # warm-up
+
+def evaluate_modules() -> dict[str, object]:
+    """``{row name: evaluate module}``: the Hub's mean_iou when it loads, else one with its declared features;
+    and one with the declaration of evaluate < 0.4.2. Empty when ``evaluate`` is not installed."""
+    try:
+        import datasets
+        import evaluate
+    except ImportError:
+        return {}
+
+    class DeclaredMeanIoU(evaluate.Metric):
+        """evaluate's storage path with mean_iou's declared features, the tests' numpy reference as the computation.
+
+        Its MetricInfo declares the Hub script's features; the prose fields (description, citation) are not
+        copied, and only the features shape what add_batch and compute do."""
+
+        FEATURES = datasets.Features({"predictions": datasets.Image(), "references": datasets.Image()})
+
+        def _info(self):
+            return evaluate.MetricInfo(
+                description="mean IoU, evaluate's definition", citation="", inputs_description="",
+                features=self.FEATURES,
+            )
+
+        def _compute(self, predictions, references, num_labels, ignore_index):
+            return reference_mean_iou(predictions, references, num_labels, ignore_index)
+
+    class LegacyDeclaredMeanIoU(DeclaredMeanIoU):
+        MAP = datasets.Sequence(datasets.Sequence(datasets.Value("uint16")))  # (H, W) as nested lists of uint16
+        FEATURES = datasets.Features({"predictions": MAP, "references": MAP})
+
+    try:
+        modules = {'evaluate.load("mean_iou")': evaluate.load("mean_iou")}
+    except Exception:  # the script lives on the Hub: offline, or no access
+        modules = {f"{EVALUATE_PATH} (Image)": DeclaredMeanIoU()}
+    modules["  same, declared as before evaluate 0.4.2 (Sequence(Sequence(uint16)))"] = LegacyDeclaredMeanIoU()
+    return modules
+
+
+def timed(fn, repeats: int) -> tuple[float, object]:
+    """(median seconds of ``repeats`` calls after a warm-up, the last call's result)."""
+    fn()
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        fn()
+        result = fn()
         times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return statistics.median(times), result
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=8)
+    parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--height", type=int, default=512)
     parser.add_argument("--width", type=int, default=1024)
     parser.add_argument("--classes", type=int, default=19)
@@ -47,30 +102,46 @@ def main() -> None:
     predictions = rng.integers(0, args.classes, size=shape)
     labels = rng.integers(0, args.classes, size=shape)
     labels[rng.random(shape) < 0.1] = 255
-    pred_t, label_t = torch.from_numpy(predictions), torch.from_numpy(labels)
-
-    result = {}
+    batches = [(predictions[i : i + args.batch], labels[i : i + args.batch]) for i in range(0, args.images, args.batch)]
 
     def streaming():
         metric = MeanIoU(args.classes)
-        metric.update(pred_t, label_t)
-        result["ours"] = metric.compute()
+        for preds, refs in batches:
+            metric.update(torch.from_numpy(preds), torch.from_numpy(refs))
+        return metric.compute()
 
-    def reference():
-        result["reference"] = reference_mean_iou(list(predictions), list(labels), args.classes, 255)
+    def with_evaluate(module):
+        def run():
+            for preds, refs in batches:
+                module.add_batch(predictions=preds, references=refs)
+            return module.compute(num_labels=args.classes, ignore_index=255)
+        return run
 
-    ours = median_seconds(streaming, args.repeats)
-    ref = median_seconds(reference, args.repeats)
-    for key in ("mean_iou", "mean_accuracy", "overall_accuracy"):
-        assert np.isclose(result["ours"][key], result["reference"][key], rtol=1e-12), key
-    assert np.allclose(result["ours"]["per_category_iou"], result["reference"]["per_category_iou"], rtol=1e-12)
+    def bare_numpy():
+        return reference_mean_iou(list(predictions), list(labels), args.classes, 255)
 
-    print(f"{args.images} predictions of {args.height}x{args.width}, {args.classes} classes, median of {args.repeats}")
-    print(f"{'implementation':<34}{'seconds':>10}")
-    print(f"{'streaming MeanIoU (bincount)':<34}{ours:>10.4f}")
-    print(f"{'per-image reference (np.histogram)':<34}{ref:>10.4f}")
-    print(f"identical results; streaming is {ref / ours:.1f}x faster than the reference")
+    modules = evaluate_modules()
+    rows = {STREAMING: streaming, **{name: with_evaluate(module) for name, module in modules.items()}, BARE: bare_numpy}
+    with warnings.catch_warnings():  # datasets warns that it stores int64 maps as int32 images, for Pillow
+        warnings.simplefilter("ignore", UserWarning)
+        timings = {name: timed(fn, args.repeats) for name, fn in rows.items()}
+    for name, (_, result) in timings.items():
+        for key in KEYS:  # the same counts, divided the same way: equal to the last bit
+            np.testing.assert_array_equal(timings[STREAMING][1][key], result[key], err_msg=f"{name}: {key}")
 
+    print(f"{args.images} predictions of {args.height}x{args.width} (int64), {args.classes} classes, "
+          f"fed in batches of {args.batch}; median of {args.repeats}")
+    width = max(map(len, rows)) + 2
+    print(f"{'implementation':<{width}}{'seconds':>9}{'/ streaming':>13}")
+    ours = timings[STREAMING][0]
+    for name, (seconds, _) in timings.items():
+        print(f"{name:<{width}}{seconds:>9.4f}{seconds / ours:>12.1f}x")
+    if f"{EVALUATE_PATH} (Image)" in modules:
+        print('(the metric script itself needs the Hub: evaluate.load("mean_iou") could not load it here)')
+    reference = next(iter(modules), None)
+    against = [f"{timings[reference][0] / ours:.1f}x as fast as {reference}"] if reference else []
+    against.append(f"{timings[BARE][0] / ours:.1f}x as fast as the {BARE}")
+    print(f"identical results; streaming is {' and '.join(against)}")
 
 if __name__ == "__main__":
     main()

@@ -1,12 +1,21 @@
 """Cost of distillation: one optimizer step of the student alone, then with each part added.
 
-    python benchmarks/bench_step.py [--batch 2] [--height 256] [--width 512] [--repeats 5]
+    python benchmarks/bench_step.py [--batch 2] [--height 256] [--width 512] [--repeats 5] [--channels_last]
+                                    [--torch_compile]
 
 (a) the student alone (task loss), (b) + the teacher's forward, (c) + L_kd (vanilla KD),
 (d) + the full HeteroAKD loss (projectors, KMM, KEM, L_hakd, L_proj). Teacher: a Segformer of
-MiT-b0's size (random weights); student: DeepLabV3-ResNet-18, output stride 8. Each variant is
-timed side by side in this one process (warm-up, then the median of the repeats), on CUDA when
-there is a GPU, else on the CPU. The last line is the headline: d/c and d/b.
+MiT-b0's size (random weights); student: DeepLabV3-ResNet-18, output stride 8.
+
+``--channels_last`` adds (a) and (d) with ``HeteroAKDConfig(channels_last=True)``: the student and the
+projectors in channels_last (the teacher stays as it is: this Segformer's forward ran 1.03-1.10x slower in
+channels_last on the CPU). ``--torch_compile`` adds (d) with ``HeteroAKDConfig(torch_compile=True)``, with
+which the trainer compiles the teacher, and the student wrapper compiled as the Trainer's accelerator does.
+
+The variants are timed side by side in this one process, interleaved (warm-up, then each repeat runs every
+variant once; the median), on CUDA when there is a GPU, else on the CPU. Peak memory is per step: CUDA's
+max allocated, or on the CPU the process's peak RSS during the step (reset before each step through
+/proc/self/clear_refs; it includes every model loaded here). The last line is the headline: d/c and d/b.
 """
 
 from __future__ import annotations
@@ -31,10 +40,26 @@ def segformer_b0() -> SegformerForSemanticSegmentation:
     return SegformerForSemanticSegmentation(SegformerConfig(num_labels=CLASSES))  # MiT-b0 is the default config
 
 
+def reset_peak_memory(device: torch.device) -> bool:
+    """Starts a new peak; False where the CPU's peak RSS cannot be reset (it is then the process's peak so far)."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return True
+    try:
+        Path("/proc/self/clear_refs").write_text("5")  # Linux: resets VmHWM, the peak RSS
+        return True
+    except OSError:
+        return False
+
+
 def peak_memory_mb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB; the process's peak
+    try:
+        status = Path("/proc/self/status").read_text()
+        return int(next(line for line in status.splitlines() if line.startswith("VmHWM")).split()[1]) / 1024
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB; the process's peak
 
 
 def main() -> None:
@@ -45,6 +70,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--bf16", action="store_true", help="autocast the step in bfloat16 (GPU)")
+    parser.add_argument("--channels_last", action="store_true", help="also time (a) and (d) in channels_last")
+    parser.add_argument("--torch_compile", action="store_true", help="also time (d) compiled (inductor)")
     args = parser.parse_args()
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -54,15 +81,25 @@ def main() -> None:
     labels = torch.randint(0, CLASSES, (args.batch, args.height, args.width), device=device)
     batch = {"pixel_values": pixels, "labels": labels}
 
-    trainers = {}
-    for method in ("none", "kd", "heteroakd"):
+    def make_trainer(method: str, channels_last: bool = False, compile: bool = False) -> HeteroAKDTrainer:
         config = HeteroAKDConfig(output_dir="/tmp/bench_step", distill_method=method, report_to="none",
-                                 use_cpu=device.type == "cpu", bf16=args.bf16)
-        trainers[method] = HeteroAKDTrainer(
+                                 use_cpu=device.type == "cpu", bf16=args.bf16, channels_last=channels_last,
+                                 torch_compile=compile)
+        trainer = HeteroAKDTrainer(
             model=build_student("resnet18", id2label, pretrained_backbone=False).to(device),
             teacher_model=segformer_b0() if method != "none" else None,
             args=config,
         )
+        if compile:  # what accelerator.prepare does with the Trainer's dynamo plugin
+            trainer.model.compile(backend=config.torch_compile_backend, mode=config.torch_compile_mode)
+        return trainer
+
+    trainers = {method: make_trainer(method) for method in ("none", "kd", "heteroakd")}
+    if args.channels_last:
+        trainers["none, channels_last"] = make_trainer("none", channels_last=True)
+        trainers["heteroakd, channels_last"] = make_trainer("heteroakd", channels_last=True)
+    if args.torch_compile:
+        trainers["heteroakd, compiled"] = make_trainer("heteroakd", compile=True)
 
     def step(method: str, with_teacher: bool = False):
         trainer = trainers[method]
@@ -87,26 +124,41 @@ def main() -> None:
         "(c) + L_kd (vanilla KD)": step("kd"),
         "(d) + HeteroAKD": step("heteroakd"),
     }
-    results = {}
-    for name, run in variants.items():
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
+    if args.channels_last:
+        variants["(a) channels_last"] = step("none, channels_last")
+        variants["(d) channels_last"] = step("heteroakd, channels_last")
+    if args.torch_compile:
+        variants["(d) torch_compile"] = step("heteroakd, compiled")
+    for run in variants.values():
         for _ in range(args.warmup):
             run()
-        times = []
-        for _ in range(args.repeats):
+    times = {name: [] for name in variants}
+    peaks = {name: 0.0 for name in variants}
+    per_step = True
+    for _ in range(args.repeats):  # interleaved: a slow spell of a shared machine hits every variant alike
+        for name, run in variants.items():
+            per_step &= reset_peak_memory(device)
             start = time.perf_counter()
             run()
-            times.append(time.perf_counter() - start)
-        results[name] = (statistics.median(times), peak_memory_mb(device))
+            times[name].append(time.perf_counter() - start)
+            peaks[name] = max(peaks[name], peak_memory_mb(device))
+    results = {name: (statistics.median(times[name]), peaks[name]) for name in variants}
 
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"{name}; batch {args.batch}x3x{args.height}x{args.width}; Segformer-b0-sized teacher -> DeepLabV3-ResNet-18")
-    memory = "peak memory (MiB, CUDA max allocated)" if device.type == "cuda" else "peak RSS so far (MiB)"
+    if device.type == "cuda":
+        memory = "peak memory per step (MiB, CUDA max allocated)"
+    else:
+        memory = "peak RSS per step (MiB)" if per_step else "peak RSS of the process so far (MiB)"
     print(f"{'variant':<26}{'step (s)':>10}{'images/s':>10}  {memory}")
     for name, (seconds, mb) in results.items():
         print(f"{name:<26}{seconds:>10.4f}{args.batch / seconds:>10.2f}  {mb:>8.0f}")
-    b, c, d = (results[k][0] for k in list(results)[1:])
+    baselines = {"(a) channels_last": "(a) student alone", "(d) channels_last": "(d) + HeteroAKD",
+                 "(d) torch_compile": "(d) + HeteroAKD"}
+    for name, baseline in baselines.items():
+        if name in results:
+            print(f"{name} / {baseline} = {results[name][0] / results[baseline][0]:.3f}")
+    b, c, d = (results[k][0] for k in ("(b) + teacher forward", "(c) + L_kd (vanilla KD)", "(d) + HeteroAKD"))
     print(f"HeteroAKD step / vanilla-KD step (d/c) = {d / c:.3f}; / student + teacher forward (d/b) = {d / b:.3f}")
 
 

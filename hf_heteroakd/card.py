@@ -35,6 +35,7 @@ HEADS = {"deeplabv3": "DeepLabV3", "pspnet": "PSPNet"}
 TAGS = {
     "heteroakd": ["knowledge-distillation", "heteroakd", "semantic-segmentation"],
     "kd": ["knowledge-distillation", "semantic-segmentation"],
+    "cwd": ["knowledge-distillation", "semantic-segmentation"],
     "none": ["semantic-segmentation"],
 }
 
@@ -126,11 +127,13 @@ def run_summary(
             "crop_size": list(data_args.crop_size),
             "scale_range": list(data_args.scale_range),
             "photometric_distortion": data_args.photometric_distortion,
+            "no_augmentation": data_args.no_augmentation,
             "max_train_samples": data_args.max_train_samples,
         },
         "distillation": {
             "method": args.distill_method,
             "lambda_kd": args.lambda_kd,
+            "lambda_cwd": args.lambda_cwd,
             "lambda_hakd": args.lambda_hakd,
             "lambda_proj": args.lambda_proj,
             "temperature": args.temperature,
@@ -228,10 +231,9 @@ def _named(summary: dict[str, Any] | None, kind: str) -> str:
 def _method_rows(distill: dict[str, Any]) -> list[tuple[str, Any]]:
     if distill["method"] == "none":
         return []
-    rows = [
-        ("λ1, weight of L_kd (`lambda_kd`)", distill["lambda_kd"]),
-        ("temperature τ (`temperature`)", distill["temperature"]),
-    ]
+    weight = ("weight of L_cwd (`lambda_cwd`)", distill.get("lambda_cwd")) if distill["method"] == "cwd" else (
+        "λ1, weight of L_kd (`lambda_kd`)", distill["lambda_kd"])
+    rows = [weight, ("temperature τ (`temperature`)", distill["temperature"])]
     if distill["method"] == "heteroakd":
         rows += [
             ("λ2, weight of L_hakd (`lambda_hakd`)", distill["lambda_hakd"]),
@@ -258,7 +260,8 @@ def _training_rows(run: dict[str, Any], state: dict[str, Any], results: dict[str
                             + (f" ({state['epoch']:.2f} epochs)" if state.get("epoch") else "")),
         ("batch size", f"{per_device} per device × {devices} device(s) × {accumulation} accumulation step(s) "
                        f"= {per_device * devices * accumulation}"),
-        ("augmentation", f"random scale {scale_low}–{scale_high}, {height}×{width} crop, horizontal flip"
+        ("augmentation", "none (whole images)" if data.get("no_augmentation") else
+                         f"random scale {scale_low}–{scale_high}, {height}×{width} crop, horizontal flip"
                          + (", photometric distortion" if data.get("photometric_distortion") else "")),
         ("learning rate",
          f"{train['learning_rate']} ({train['lr_scheduler_type']} schedule, warmup {train['warmup_steps']})"),

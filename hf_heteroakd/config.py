@@ -18,11 +18,13 @@ class HeteroAKDConfig(TrainingArguments):
     the README's "Fidelity" section says which defaults are the paper's and which are readings.
     """
 
-    distill_method: Literal["heteroakd", "kd", "none"] = field(
+    distill_method: Literal["heteroakd", "kd", "cwd", "none"] = field(
         default="heteroakd",
-        metadata={"help": "heteroakd: task + KD + HeteroAKD losses; kd: task + pixel KD (Eq. 1); none: task loss only."},
+        metadata={"help": "heteroakd: task + KD + HeteroAKD losses; kd: task + pixel KD (Eq. 1); cwd: task + "
+                  "channel-wise distillation of the logits (Shu et al., 2021), the usual baseline; none: task loss only."},
     )
     lambda_kd: float = field(default=0.1, metadata={"help": "λ1, weight of the pixel KD loss L_kd."})
+    lambda_cwd: float = field(default=3.0, metadata={"help": "Weight of L_cwd with --distill_method cwd."})
     lambda_hakd: float = field(default=1.0, metadata={"help": "λ2, weight of the HeteroAKD loss L_hakd (Eq. 10)."})
     lambda_proj: float = field(
         default=1.0, metadata={"help": "Weight of L_proj, the projectors' label supervision (a decision, D)."}
@@ -45,6 +47,11 @@ class HeteroAKDConfig(TrainingArguments):
     )
     kmm_eps: float = field(default=1e-6, metadata={"help": "ε in S_T = H_S / (H_T + H_S + ε)."})
     projector_channels: int = field(default=256, metadata={"help": "Hidden channels of the stage projectors."})
+    channels_last: bool = field(
+        default=False,
+        metadata={"help": "Keep the student and the projectors in channels_last memory format (a DeepLabV3-ResNet-18 "
+                  "step ran 1.06x faster on the CPU: benchmarks/bench_step.py --channels_last; measure your own pair)."},
+    )
     ignore_index: int = field(default=255, metadata={"help": "Label value ignored by the losses and the metric."})
     eval_crop_size: list[int] | None = field(
         default=None, metadata={"help": "Evaluate with sliding windows of this size (H W); unset: whole images."}
@@ -60,6 +67,16 @@ class HeteroAKDConfig(TrainingArguments):
     overwrite_output_dir: bool = field(
         default=False, metadata={"help": "Train into an --output_dir that already holds files of another run."}
     )
+    teacher_logits_cache: str | None = field(
+        default=None,
+        metadata={"help": "Directory of precomputed teacher outputs (logits; for heteroakd also the --hakd_stages "
+                  "maps): computed in one pass before the first training step if absent, then reused by later "
+                  "runs with the same teacher, data and transforms (else refused), so training never runs the "
+                  "teacher. Needs un-augmented training inputs (--no_augmentation)."},
+    )
+    teacher_logits_cache_dtype: Literal["float16", "bfloat16", "float32"] = field(
+        default="float16", metadata={"help": "Precision of the values stored by --teacher_logits_cache."}
+    )
     remove_unused_columns: bool = field(default=False, metadata={"help": "Keep the pixel_values/labels columns."})
 
     def __post_init__(self) -> None:
@@ -72,3 +89,6 @@ class HeteroAKDConfig(TrainingArguments):
                 setattr(self, name, value * 2)  # one value: square
         if not self.hakd_stages:
             raise HeteroAKDError("--hakd_stages needs at least one stage index, e.g. --hakd_stages -1")
+        if self.teacher_logits_cache is not None and self.distill_method == "none":
+            raise HeteroAKDError("--teacher_logits_cache caches a teacher's outputs; --distill_method none uses "
+                                 "no teacher: drop the flag or pick a distillation method")

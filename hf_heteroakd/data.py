@@ -5,16 +5,20 @@ the Hub's layout (``data/<split>-*.parquet`` shards, or an imagefolder). Images 
 images in the Arrow table; ``SegmentationDataset`` decodes, checks and augments one sample at a
 time, inside the DataLoader workers. Masks that are not class indices yet (Cityscapes label ids,
 classes counted from 1) are converted there too, by a ``label_transform``; ``hf_heteroakd.presets``
-pairs public Hub datasets with theirs.
+pairs public Hub datasets with theirs. With ``streaming=True`` the splits are ``datasets.IterableDataset``
+streams, read by ``StreamingSegmentationDataset`` with the same per-sample logic.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
+from contextlib import nullcontext
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import datasets
 import huggingface_hub
@@ -22,6 +26,7 @@ import numpy as np
 import PIL.Image
 import torch
 import torch.nn.functional as nnf
+from datasets.distributed import split_dataset_by_node
 from datasets.exceptions import DatasetNotFoundError
 from huggingface_hub.errors import EntryNotFoundError, HFValidationError
 from torchvision import tv_tensors
@@ -30,6 +35,7 @@ from torchvision.transforms.v2 import functional as F
 
 from hf_heteroakd.errors import HeteroAKDError
 from hf_heteroakd.losses import IGNORE_INDEX
+from hf_heteroakd.seeding import sample_rng
 
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
@@ -44,6 +50,8 @@ LABEL_COLUMN_CANDIDATES = ("label", "semantic_segmentation", "annotation", "mask
 PairTransform = Callable[[PIL.Image.Image, PIL.Image.Image], tuple[torch.Tensor, torch.Tensor]]
 # raw mask (H, W) as stored in the dataset -> class-index mask (H, W); applied per sample, when it is read
 LabelTransform = Callable[[np.ndarray], np.ndarray]
+# a split as datasets loads it: map-style, or a stream (load_dataset(..., streaming=True))
+Split = datasets.Dataset | datasets.IterableDataset
 
 
 # --------------------------------------------------------------------------------------------------
@@ -55,9 +63,10 @@ LabelTransform = Callable[[np.ndarray], np.ndarray]
 class SegmentationData:
     """A dataset's splits, each with exactly the columns "image" and "label" (PIL-decoded), its class
     names (given, or from the dataset's ``id2label.json``), and the conversion, if any, that turns a
-    stored mask into class indices (pass it to ``SegmentationDataset`` and ``check_label_range``)."""
+    stored mask into class indices (pass it to ``SegmentationDataset`` and ``check_label_range``).
+    Streamed data has ``datasets.IterableDataset`` splits."""
 
-    splits: datasets.DatasetDict
+    splits: datasets.DatasetDict | datasets.IterableDatasetDict
     id2label: dict[int, str] | None
     label_transform: LabelTransform | None = None
 
@@ -72,6 +81,7 @@ def load_segmentation_data(
     data_dir: str | None = None,
     id2label: dict[int, str] | None = None,
     label_transform: LabelTransform | None = None,
+    streaming: bool = False,
 ) -> SegmentationData:
     """Load every split of ``dataset`` (Hub id or local folder), keeping only the image and mask.
 
@@ -79,11 +89,12 @@ def load_segmentation_data(
     ``IMAGE_COLUMN_CANDIDATES`` / ``LABEL_COLUMN_CANDIDATES``. ``data_dir`` selects a sub-folder of
     the repository. ``label_transform`` is stored, not applied: the masks stay as they are in the
     dataset and are converted one at a time when read. ``id2label`` names the classes after that
-    conversion; when given, the dataset's own ``id2label.json`` is not read.
+    conversion; when given, the dataset's own ``id2label.json`` is not read. ``streaming`` gives
+    ``datasets.IterableDataset`` splits that are read as they are iterated, never downloaded first.
     """
     try:
         splits = datasets.load_dataset(
-            dataset, dataset_config, data_dir=data_dir, cache_dir=cache_dir, revision=revision
+            dataset, dataset_config, data_dir=data_dir, cache_dir=cache_dir, revision=revision, streaming=streaming
         )
     except (DatasetNotFoundError, FileNotFoundError) as err:
         raise HeteroAKDError(
@@ -105,6 +116,12 @@ def load_segmentation_data(
             "Pick one of its configs with --dataset_config_name."
         ) from err
 
+    untyped = [name for name, split in splits.items() if split.column_names is None]  # streams of unknown features
+    if untyped:
+        raise HeteroAKDError(
+            f"The streamed splits {untyped} of {dataset!r} declare no columns (features), so the image and label "
+            "columns cannot be found; load the dataset without --streaming, or declare its features in its card."
+        )
     # Columns are detected on "train" (or the first split); a split without them, typically an
     # unlabelled "test" split, is left out rather than blocking training.
     reference = splits["train"] if "train" in splits else next(iter(splits.values()))
@@ -127,10 +144,11 @@ def load_segmentation_data(
         split = split.select_columns([image_column, label_column])
         split = _as_decoded_image(split, image_column, "image")
         split = _as_decoded_image(split, label_column, "label")
-        selected[split_name] = split.rename_columns({image_column: "image", label_column: "label"})
+        renames = {old: new for old, new in ((image_column, "image"), (label_column, "label")) if old != new}
+        selected[split_name] = split.rename_columns(renames) if renames else split  # a stream rejects a no-op rename
     if id2label is None:
         id2label = load_id2label(dataset, revision)
-    return SegmentationData(datasets.DatasetDict(selected), id2label, label_transform)
+    return SegmentationData(type(splits)(selected), id2label, label_transform)
 
 
 def load_id2label(dataset: str, revision: str | None = None) -> dict[int, str] | None:
@@ -191,14 +209,17 @@ def reduce_labels(mask: np.ndarray) -> np.ndarray:
     return reduced
 
 
-def _as_decoded_image(split: datasets.Dataset, column: str, role: str) -> datasets.Dataset:
+def _as_decoded_image(split: Split, column: str, role: str) -> Split:
     """Make ``column`` a ``datasets.Image`` feature that decodes to PIL images."""
     feature = split.features[column]
     if isinstance(feature, datasets.Image) and feature.decode:
         return split
     try:
         # Paths, {"bytes", "path"} structs and undecoded Image features cast to Image() in place.
-        return split.cast_column(column, datasets.Image())
+        cast = split.cast_column(column, datasets.Image())
+        if isinstance(cast, datasets.IterableDataset):  # a stream casts lazily: cast its first row now
+            next(iter(cast.decode(False).select_columns([column]).take(1)), None)
+        return cast
     except (ValueError, TypeError, NotImplementedError) as err:  # pyarrow's cast errors derive from these
         raise HeteroAKDError(
             f"Column {column!r} holds {feature}, not images, so it cannot be the {role} column. "
@@ -302,17 +323,18 @@ def eval_transforms(
 # --------------------------------------------------------------------------------------------------
 
 
-class SegmentationDataset(torch.utils.data.Dataset):
-    """A split of ``SegmentationData`` as ``{"pixel_values": (3, H, W) float32, "labels": (H, W) int64}``.
+class _SampleReader:
+    """What both dataset kinds do with one row: decode it, convert the mask by ``label_transform`` (if
+    any), check it (same size, labels in [0, num_labels) or ``ignore_index``) and transform the pair.
 
-    Each sample is decoded, its mask converted by ``label_transform`` (if any), checked (same size,
-    labels in [0, num_labels) or ``ignore_index``) and transformed when it is read, so the work
-    happens in DataLoader workers. ``label_transform`` must be picklable (a module-level function).
+    A bad row raises a ``HeteroAKDError`` naming the split and row, or, with ``skip_bad_samples``, is
+    counted in ``skipped`` (per process: each DataLoader worker counts its own) and logged.
+    ``label_transform`` must be picklable (a module-level function) for DataLoader workers.
     """
 
     def __init__(
         self,
-        split: datasets.Dataset,
+        split: Split,
         transform: PairTransform,
         num_labels: int,
         ignore_index: int = IGNORE_INDEX,
@@ -327,47 +349,147 @@ class SegmentationDataset(torch.utils.data.Dataset):
         self.split_name = split_name
         self.label_transform = label_transform
         self.skip_bad_samples = skip_bad_samples
-        self.skipped = 0  # per process: each DataLoader worker counts its own
+        self.skipped = 0
 
-    def __len__(self) -> int:
-        return len(self.split)
-
-    def __getitem__(self, idx: int) -> dict[str, torch.Tensor] | None:
-        """The transformed sample; None for a bad one when ``skip_bad_samples`` (the collate drops it)."""
+    def _read_or_skip(self, load_row: Callable[[], dict[str, Any]], row: int | str) -> dict[str, torch.Tensor] | None:
+        """The transformed sample of ``load_row()``; None for a bad one when ``skip_bad_samples``."""
         try:
-            return self._read(idx)
+            return self._read(load_row, row)
         except HeteroAKDError as err:
             if not self.skip_bad_samples:
                 raise
             self.skipped += 1
-            logger.warning("Skipping bad sample %d (%d skipped in this process so far): %s", idx, self.skipped, err)
+            logger.warning("Skipping bad sample %s (%d skipped in this process so far): %s", row, self.skipped, err)
             return None
 
-    def _read(self, idx: int) -> dict[str, torch.Tensor]:
+    def _read(self, load_row: Callable[[], dict[str, Any]], row: int | str) -> dict[str, torch.Tensor]:
         try:
-            row = self.split[idx]
+            decoded = load_row()
         except (OSError, ValueError) as err:  # PIL cannot decode the stored bytes
             raise HeteroAKDError(
-                f"Split {self.split_name!r}, row {idx}: the image or mask cannot be decoded ({err}); "
+                f"Split {self.split_name!r}, row {row}: the image or mask cannot be decoded ({err}); "
                 "fix or remove the row, or pass --skip_bad_samples to skip such rows"
             ) from None
-        image, mask = row["image"], row["label"]
+        image, mask = decoded["image"], decoded["label"]
         if image.size != mask.size:
             raise HeteroAKDError(
-                f"Split {self.split_name!r}, row {idx}: the image is {image.size[0]}x{image.size[1]} but its mask is "
+                f"Split {self.split_name!r}, row {row}: the image is {image.size[0]}x{image.size[1]} but its mask is "
                 f"{mask.size[0]}x{mask.size[1]} (width x height). Masks must match their images pixel for pixel; "
                 "check that --image_column_name and --label_column_name name matching columns."
             )
         labels = _labels_of(mask, self.label_transform)
-        _check_mask(labels, self.num_labels, self.ignore_index, self.split_name, idx)
+        _check_mask(labels, self.num_labels, self.ignore_index, self.split_name, row)
         if self.label_transform is not None:
             mask = _as_mask_image(labels)  # the pair transform takes PIL masks
         pixel_values, labels = self.transform(image, mask)
         return {"pixel_values": pixel_values, "labels": labels}
 
 
+class SegmentationDataset(_SampleReader, torch.utils.data.Dataset):
+    """A split of ``SegmentationData`` as ``{"pixel_values": (3, H, W) float32, "labels": (H, W) int64,
+    "index": () int64}``, ``index`` being the row (the teacher-logits cache looks samples up by it).
+
+    Each sample is decoded, its mask converted by ``label_transform`` (if any), checked (same size,
+    labels in [0, num_labels) or ``ignore_index``) and transformed when it is read, so the work
+    happens in DataLoader workers. ``label_transform`` must be picklable (a module-level function).
+    """
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __getitem__(self, idx: int) -> dict[str, torch.Tensor] | None:
+        """The transformed sample; None for a bad one when ``skip_bad_samples`` (the collate drops it)."""
+        sample = self._read_or_skip(partial(self.split.__getitem__, idx), idx)
+        if sample is not None:
+            sample["index"] = torch.tensor(idx)
+        return sample
+
+
+class StreamingSegmentationDataset(_SampleReader, torch.utils.data.IterableDataset):
+    """A streamed split (``datasets.IterableDataset``) read like ``SegmentationDataset``, one row at a time.
+
+    Rows are decoded here rather than by the stream, so that a bad image is reported (or skipped)
+    instead of ending the stream. A bad row is named by its position in the stream this process
+    (and DataLoader worker) reads, the split's row index when one reader reads it unshuffled.
+    ``HeteroAKDTrainer`` calls ``with_seed`` on a training stream: it is then shuffled through a
+    buffer of ``shuffle_buffer`` rows, reshuffled each epoch, and each sample is augmented under
+    its own RNG seeded by (seed, epoch, position in the stream of all readers).
+    ``for_process`` gives each process its share; DataLoader workers share it by the stream's
+    shards, as ``datasets`` does for any ``IterableDataset`` (workers beyond the shard count idle).
+    """
+
+    def __init__(
+        self,
+        split: datasets.IterableDataset,
+        transform: PairTransform,
+        num_labels: int,
+        ignore_index: int = IGNORE_INDEX,
+        split_name: str = "train",
+        label_transform: LabelTransform | None = None,
+        skip_bad_samples: bool = False,
+        shuffle_buffer: int = 1000,
+    ) -> None:
+        super().__init__(split, transform, num_labels, ignore_index, split_name, label_transform, skip_bad_samples)
+        self.shuffle_buffer = shuffle_buffer
+        self.seed: int | None = None  # unseeded: read in stored order, augmentation from the global RNG
+        self.epoch = 0
+        self.rank, self.world_size = 0, 1
+
+    def with_seed(self, seed: int) -> StreamingSegmentationDataset:
+        """A copy that is shuffled and augmented as a function of ``seed`` (and the epoch) alone."""
+        seeded = copy.copy(self)
+        seeded.seed = seed
+        return seeded
+
+    def for_process(self, rank: int, world_size: int) -> StreamingSegmentationDataset:
+        """This process's share of the stream (``datasets.distributed.split_dataset_by_node``): every
+        sample goes to exactly one process, as whole shards when their count divides ``world_size``."""
+        if world_size == 1:
+            return self
+        shard = copy.copy(self)
+        shard.split = split_dataset_by_node(self.split, rank=rank, world_size=world_size)
+        shard.rank, shard.world_size = rank, world_size
+        return shard
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        worker = torch.utils.data.get_worker_info()
+        workers, worker_id = (worker.num_workers, worker.id) if worker is not None else (1, 0)
+        readers, reader = self.world_size * workers, self.rank * workers + worker_id
+        stream = self.split
+        if self.seed is not None:
+            stream = stream.shuffle(seed=self.seed, buffer_size=self.shuffle_buffer)
+        stream = stream.decode(False)  # {"bytes", "path"} per image, decoded by _read
+        stream.set_epoch(self.epoch)  # the shuffle's epoch; copies of a stream start at 0
+        for position, raw in enumerate(stream):
+            row = f"{position}" + (f" ({raw['image']['path']})" if raw["image"].get("path") else "")
+            if readers > 1:
+                row += f" as read by process {self.rank}, DataLoader worker {worker_id}"
+            rng = nullcontext() if self.seed is None else sample_rng(self.seed, self.epoch, position * readers + reader)
+            with rng:
+                sample = self._read_or_skip(partial(self.split.features.decode_example, raw), row)
+            if sample is not None:  # a skipped row is left out: batches stay full
+                yield sample
+
+
+def first_rows(split: Split, n: int) -> Split:
+    """The first ``n`` rows of a split; a stream is not read until iterated."""
+    if isinstance(split, datasets.IterableDataset):
+        return split.take(n)
+    return split.select(range(min(n, len(split))))
+
+
+def first_image_size(split: Split) -> tuple[int, int] | None:
+    """(H, W) of the split's first image (None if it is empty), read without its mask."""
+    for row in first_rows(split.select_columns(["image"]), 1):
+        return row["image"].height, row["image"].width
+    return None
+
+
 def check_label_range(
-    split: datasets.Dataset,
+    split: Split,
     num_labels: int,
     ignore_index: int = IGNORE_INDEX,
     split_name: str = "train",
@@ -376,9 +498,9 @@ def check_label_range(
 ) -> None:
     """Fail fast, before training, if any of the first ``max_samples`` masks, after
     ``label_transform``, holds a label value outside [0, num_labels) that is not ``ignore_index``."""
-    masks = split.select_columns(["label"])  # don't decode the images
-    for idx in range(min(max_samples, len(masks))):
-        _check_mask(_labels_of(masks[idx]["label"], label_transform), num_labels, ignore_index, split_name, idx)
+    masks = first_rows(split.select_columns(["label"]), max_samples)  # don't decode the images
+    for idx, row in enumerate(masks):
+        _check_mask(_labels_of(row["label"], label_transform), num_labels, ignore_index, split_name, idx)
 
 
 def _labels_of(mask: PIL.Image.Image, label_transform: LabelTransform | None) -> np.ndarray:
@@ -394,11 +516,11 @@ def _as_mask_image(labels: np.ndarray) -> PIL.Image.Image:
     return PIL.Image.fromarray(labels.astype(np.int32))
 
 
-def _check_mask(mask: np.ndarray, num_labels: int, ignore_index: int, split_name: str, idx: int) -> None:
+def _check_mask(mask: np.ndarray, num_labels: int, ignore_index: int, split_name: str, row: int | str) -> None:
     """Raise a HeteroAKDError naming the sample if ``mask`` (H, W) is not a valid class-index mask."""
     if mask.ndim != 2:
         raise HeteroAKDError(
-            f"Split {split_name!r}, row {idx}: the mask has shape {mask.shape}, but masks must be single-channel "
+            f"Split {split_name!r}, row {row}: the mask has shape {mask.shape}, but masks must be single-channel "
             "images whose pixel values are class indices (PIL mode L, P or I). Point --label_column_name at the "
             "class-index masks, or convert colour-coded masks to class indices first."
         )
@@ -407,7 +529,7 @@ def _check_mask(mask: np.ndarray, num_labels: int, ignore_index: int, split_name
         values = np.unique(mask[bad]).tolist()
         shown = ", ".join(map(str, values[:10])) + (", ..." if len(values) > 10 else "")
         raise HeteroAKDError(
-            f"Split {split_name!r}, row {idx}: label values [{shown}] are outside [0, {num_labels}) and are not the "
+            f"Split {split_name!r}, row {row}: label values [{shown}] are outside [0, {num_labels}) and are not the "
             f"ignore index {ignore_index}. Fix: make num_labels match the dataset's classes (id2label), set "
             "--ignore_index to the value that marks unlabeled pixels, or, if the masks use 0 for 'unlabeled' and "
             "1..C for the classes, pass --reduce_labels (0 -> 255, c -> c - 1)."
@@ -417,7 +539,8 @@ def _check_mask(mask: np.ndarray, num_labels: int, ignore_index: int, split_name
 def collate_segmentation(
     batch: list[dict[str, torch.Tensor]], ignore_index: int = IGNORE_INDEX
 ) -> dict[str, torch.Tensor]:
-    """Stack samples into ``pixel_values`` (B, 3, H, W) and ``labels`` (B, H, W).
+    """Stack samples into ``pixel_values`` (B, 3, H, W), ``labels`` (B, H, W) and, when every sample
+    has one, ``index`` (B,).
 
     None entries (bad samples a dataset skipped) are dropped. Samples of different sizes
     (full-resolution evaluation) are padded at the bottom and right to the
@@ -433,7 +556,10 @@ def collate_segmentation(
     def pad(tensor: torch.Tensor, value: float) -> torch.Tensor:
         return nnf.pad(tensor, (0, width - tensor.shape[-1], 0, height - tensor.shape[-2]), value=value)
 
-    return {
+    stacked = {
         "pixel_values": torch.stack([pad(sample["pixel_values"], 0.0) for sample in batch]),
         "labels": torch.stack([pad(sample["labels"], ignore_index) for sample in batch]),
     }
+    if all("index" in sample for sample in batch):
+        stacked["index"] = torch.stack([torch.as_tensor(sample["index"]) for sample in batch])
+    return stacked

@@ -12,6 +12,7 @@ import argparse
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 from transformers import SegformerConfig, SegformerForSemanticSegmentation, SegformerImageProcessor
 
@@ -22,17 +23,19 @@ from .pipeline import DataArguments, ModelArguments, run_distillation
 from .synthetic import CLASS_NAMES, make_synthetic_dataset
 
 
-def tiny_segformer(num_labels: int) -> SegformerForSemanticSegmentation:
-    """A Segformer with MiT-b0's widths and one block per stage, randomly initialised."""
-    config = SegformerConfig(
-        hidden_sizes=[32, 64, 160, 256],
-        depths=[1, 1, 1, 1],
-        num_attention_heads=[1, 2, 5, 8],
-        decoder_hidden_size=128,
-        num_labels=num_labels,
-        id2label=dict(enumerate(CLASS_NAMES)),
-        label2id={name: i for i, name in enumerate(CLASS_NAMES)},
-    )
+def tiny_segformer(num_labels: int, **config: Any) -> SegformerForSemanticSegmentation:
+    """A Segformer with MiT-b0's widths and one block per stage, randomly initialised; ``config``
+    overrides any other ``SegformerConfig`` field."""
+    config = SegformerConfig(**{
+        "hidden_sizes": [32, 64, 160, 256],
+        "depths": [1, 1, 1, 1],
+        "num_attention_heads": [1, 2, 5, 8],
+        "decoder_hidden_size": 128,
+        "num_labels": num_labels,
+        "id2label": dict(enumerate(CLASS_NAMES)),
+        "label2id": {name: i for i, name in enumerate(CLASS_NAMES)},
+        **config,
+    })
     return SegformerForSemanticSegmentation(config)
 
 

@@ -59,6 +59,24 @@ def pixel_kd_loss(
     return kl.mean() * temperature**2
 
 
+def channel_wise_kd_loss(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 4.0
+) -> torch.Tensor:
+    """L_cwd, channel-wise distillation (Shu et al., 2021): each class map of the teacher, as a
+    softmax over its pixels, taught to the student's; τ² · mean over (N, C) of the spatial KL; scalar.
+
+    Args:
+        student_logits: (N, C, h, w).
+        teacher_logits: (N, C, h', w'), resized bilinearly to (h, w) when the grids differ.
+        temperature: τ.
+    """
+    teacher_logits = resize_logits(teacher_logits.float(), student_logits.shape[-2:])
+    log_p_s = F.log_softmax(student_logits.float().flatten(2) / temperature, dim=2)
+    log_p_t = F.log_softmax(teacher_logits.flatten(2) / temperature, dim=2)
+    kl = (log_p_t.exp() * (log_p_t - log_p_s)).sum(dim=2)  # (N, C)
+    return kl.mean() * temperature**2
+
+
 def one_hot_targets(
     labels: torch.Tensor, num_classes: int, ignore_index: int = IGNORE_INDEX
 ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -45,6 +45,10 @@ class Renormalize(nn.Module):
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         return pixel_values * self.scale.to(pixel_values.device) + self.shift.to(pixel_values.device)
 
+    def extra_repr(self) -> str:
+        # The values, so that the repr identifies the mapping (the teacher-logits cache keys on it).
+        return f"scale={self.scale.flatten().tolist()}, shift={self.shift.flatten().tolist()}"
+
 
 def renormalizer(source: Normalization, target: Normalization) -> Renormalize | None:
     """A :class:`Renormalize` from ``source`` to ``target``, or None when they already agree."""

@@ -16,9 +16,12 @@ from .card import write_model_card
 from .config import HeteroAKDConfig
 from .data import (
     SegmentationDataset,
+    StreamingSegmentationDataset,
     check_label_range,
     collate_segmentation,
     eval_transforms,
+    first_image_size,
+    first_rows,
     train_transforms,
 )
 from .errors import HeteroAKDError
@@ -63,6 +66,11 @@ class ModelArguments:
     )
     trust_remote_code: bool = field(
         default=False, metadata={"help": "Allow a teacher checkpoint's own modeling code to run (off by default)."}
+    )
+    allow_pickle_weights: bool = field(
+        default=False,
+        metadata={"help": "Also load teacher/student checkpoints that ship only pickle (.bin) weights, with torch's "
+                  "weights_only unpickler. Off: safetensors weights only."},
     )
     teacher_dtype: Literal["auto", "float32", "bfloat16", "float16"] = field(
         default="auto", metadata={"help": "Teacher precision; auto: bfloat16 on GPUs that support it, else float32."}
@@ -109,10 +117,23 @@ class DataArguments:
     photometric_distortion: bool = field(
         default=False, metadata={"help": "Random brightness, contrast, saturation and hue changes of training images."}
     )
+    no_augmentation: bool = field(
+        default=False,
+        metadata={"help": "Train on the images as they are, like evaluation (no random scale, crop or flip; "
+                  "--crop_size and --scale_range unused): the fixed inputs --teacher_logits_cache needs."},
+    )
     skip_bad_samples: bool = field(
         default=False,
         metadata={"help": "Skip (and count, with a warning each) samples that cannot be decoded, whose mask does not "
                   "match the image, or whose labels are out of range, instead of stopping."},
+    )
+    streaming: bool = field(
+        default=False,
+        metadata={"help": "Stream the dataset (load_dataset(..., streaming=True)) instead of downloading it first, "
+                  "for datasets too big to download; needs --max_steps."},
+    )
+    streaming_shuffle_buffer: int = field(
+        default=1000, metadata={"help": "With --streaming: rows in the buffer that shuffles the training stream."}
     )
 
     def __post_init__(self) -> None:
@@ -129,6 +150,8 @@ class DataArguments:
             self.crop_size = list(preset.crop_size) if preset else [512, 512]
         if len(self.crop_size) == 1:
             self.crop_size = self.crop_size * 2
+        if self.no_augmentation and self.photometric_distortion:
+            raise HeteroAKDError("--photometric_distortion is an augmentation: drop it or --no_augmentation")
 
 
 def resolve_id2label(dataset_labels: dict[int, str] | None, teacher) -> dict[int, str]:
@@ -178,11 +201,25 @@ def run_distillation(
     """Loads everything, trains and/or evaluates, saves the student; returns the final metrics."""
     transformers.utils.logging.set_verbosity(training_args.get_process_log_level())
     check_output_dir(training_args)
+    if training_args.teacher_logits_cache is not None and training_args.do_train and not data_args.no_augmentation:
+        raise HeteroAKDError(
+            "--teacher_logits_cache stores one teacher output per training image, but random scale, crop and flip "
+            "change the images every epoch: add --no_augmentation (train on the images as they are)"
+        )
+    if data_args.streaming and training_args.do_train and training_args.max_steps <= 0:
+        raise HeteroAKDError(
+            "--streaming gives a training set of unknown length, so epochs cannot be counted: set --max_steps"
+        )
+    if data_args.streaming and training_args.teacher_logits_cache is not None and training_args.do_train:
+        raise HeteroAKDError(
+            "--teacher_logits_cache looks teacher outputs up by row index, which a stream does not have: "
+            "drop --streaming or --teacher_logits_cache"
+        )
     set_seed(training_args.seed)
 
     data = load_data(
         data_args.dataset, data_args.dataset_config_name, data_args.image_column_name, data_args.label_column_name,
-        data_args.reduce_labels,
+        data_args.reduce_labels, streaming=data_args.streaming,
     )
     teacher = None
     if training_args.distill_method != "none":
@@ -192,12 +229,14 @@ def run_distillation(
             )
         dtype = None if model_args.teacher_dtype == "auto" else DTYPES[model_args.teacher_dtype]
         model_args.teacher = resolve_teacher(model_args.teacher, data_args.dataset)
-        teacher = load_teacher(model_args.teacher, dtype, model_args.trust_remote_code)
+        teacher = load_teacher(
+            model_args.teacher, dtype, model_args.trust_remote_code, model_args.allow_pickle_weights
+        )
     id2label = resolve_id2label(data.id2label, teacher)
     num_labels = len(id2label)
     student = build_student(
         model_args.student, id2label, model_args.student_pretrained_backbone, model_args.student_head,
-        model_args.student_output_stride,
+        model_args.student_output_stride, model_args.allow_pickle_weights,
     )
 
     mean, std = model_normalization(student, model_args.student)
@@ -206,7 +245,7 @@ def run_distillation(
         teacher_input_transform = renormalizer((mean, std), model_normalization(teacher, model_args.teacher))
 
     transforms = {
-        data_args.train_split: train_transforms(
+        data_args.train_split: eval_transforms(mean, std) if data_args.no_augmentation else train_transforms(
             tuple(data_args.crop_size), tuple(data_args.scale_range), mean, std, training_args.ignore_index,
             photometric_distortion=data_args.photometric_distortion,
         ),
@@ -224,16 +263,22 @@ def run_distillation(
             )
         split = data.splits[name]
         if limits[name] is not None:
-            split = split.select(range(min(limits[name], len(split))))
+            split = first_rows(split, limits[name])
         if not data_args.skip_bad_samples:
             check_label_range(
                 split, num_labels, training_args.ignore_index, name, data_args.label_check_samples,
                 data.label_transform,
             )
-        splits[name] = SegmentationDataset(
-            split, transforms[name], num_labels, training_args.ignore_index, name, data.label_transform,
-            data_args.skip_bad_samples,
-        )
+        if data_args.streaming:
+            splits[name] = StreamingSegmentationDataset(
+                split, transforms[name], num_labels, training_args.ignore_index, name, data.label_transform,
+                data_args.skip_bad_samples, shuffle_buffer=data_args.streaming_shuffle_buffer,
+            )
+        else:
+            splits[name] = SegmentationDataset(
+                split, transforms[name], num_labels, training_args.ignore_index, name, data.label_transform,
+                data_args.skip_bad_samples,
+            )
 
     processor = SegformerImageProcessor(
         do_resize=False, do_rescale=True, do_normalize=True, image_mean=list(mean), image_std=list(std),
@@ -251,8 +296,9 @@ def run_distillation(
         callbacks=callbacks,
     )
 
-    first_image = splits[data_args.train_split].split[0]["image"] if data_args.train_split in splits else None
-    report = preflight(trainer, tuple(data_args.crop_size), first_image and (first_image.height, first_image.width))
+    image_size = first_image_size(splits[data_args.train_split].split) if data_args.train_split in splits else None
+    crop_size = None if data_args.no_augmentation else tuple(data_args.crop_size)
+    report = preflight(trainer, crop_size, image_size)
     if model_args.preflight_only:
         print("\n".join(["preflight:", *report]))
         return {}

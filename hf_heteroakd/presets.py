@@ -183,12 +183,13 @@ def load_preset(
     repo_id: str | None = None,
     image_column: str | None = None,
     label_column: str | None = None,
+    streaming: bool = False,
 ) -> SegmentationData:
     """Load a preset's dataset with its columns, class names and mask conversion.
 
     ``repo_id`` replaces the preset's repository (a mirror, or a local folder in the same layout);
     nothing else changes (a local folder ignores ``revision``). ``image_column`` / ``label_column``
-    override the preset's columns.
+    override the preset's columns. ``streaming``: see ``load_segmentation_data``.
     """
     if isinstance(preset, str):
         name = preset
@@ -204,6 +205,7 @@ def load_preset(
         data_dir=preset.data_dir,
         id2label=preset.id2label,
         label_transform=preset.label_transform,
+        streaming=streaming,
     )
 
 
@@ -214,14 +216,17 @@ def load_data(
     label_column: str | None = None,
     reduce_labels: bool = False,
     cache_dir: str | None = None,
+    streaming: bool = False,
 ) -> SegmentationData:
     """What ``--dataset`` names: a preset, or a Hub id / local folder, whose masks ``reduce_labels``
-    converts with ``hf_heteroakd.data.reduce_labels`` (0 -> 255, c -> c - 1)."""
+    converts with ``hf_heteroakd.data.reduce_labels`` (0 -> 255, c -> c - 1). ``streaming`` gives
+    ``datasets.IterableDataset`` splits (see ``load_segmentation_data``)."""
     preset = find_preset(dataset)
     if preset is None:
         label_transform = _reduce_labels if reduce_labels else None
         return load_segmentation_data(
-            dataset, dataset_config, image_column, label_column, cache_dir, label_transform=label_transform
+            dataset, dataset_config, image_column, label_column, cache_dir, label_transform=label_transform,
+            streaming=streaming,
         )
     if reduce_labels or dataset_config is not None:
         raise HeteroAKDError(
@@ -229,4 +234,4 @@ def load_data(
             "--reduce_labels and --dataset_config_name, or pass the dataset by its Hub id "
             f"({preset.repo_id}) to choose them yourself."
         )
-    return load_preset(preset, cache_dir, image_column=image_column, label_column=label_column)
+    return load_preset(preset, cache_dir, image_column=image_column, label_column=label_column, streaming=streaming)

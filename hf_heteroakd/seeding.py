@@ -6,6 +6,8 @@ workers, and a run resumed from a checkpoint sees exactly the batches the uninte
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -13,6 +15,14 @@ from torch.utils.data import Dataset
 from transformers import TrainerCallback
 
 _PRIME = 1_000_003
+
+
+@contextmanager
+def sample_rng(seed: int, epoch: int, index: int) -> Iterator[None]:
+    """Runs the block under torch's RNG seeded from (seed, epoch, sample index) alone; restores it after."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(((seed * _PRIME + epoch) * _PRIME + int(index)) % 2**63)
+        yield
 
 
 class PerSampleSeed(Dataset):
@@ -30,9 +40,7 @@ class PerSampleSeed(Dataset):
         return len(self.dataset)
 
     def __getitem__(self, idx: int) -> Any:
-        sample_seed = ((self.seed * _PRIME + self.epoch) * _PRIME + int(idx)) % 2**63
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(sample_seed)
+        with sample_rng(self.seed, self.epoch, idx):
             return self.dataset[idx]
 
 

@@ -24,6 +24,7 @@ from transformers import (
 
 from .errors import HeteroAKDError
 from .models import TimmSegmentationConfig, TimmSegmentationForSemanticSegmentation
+from .teachers import checkpoint_error, weights_policy
 
 # Encoder sizes of MiT-b0 … b5 (Xie et al., 2021), as in the nvidia/mit-bX checkpoints.
 MIT_SIZES = {
@@ -43,14 +44,18 @@ def build_student(
     pretrained_backbone: bool = True,
     head: str = "deeplabv3",
     output_stride: int = 8,
+    allow_pickle_weights: bool = False,
 ) -> PreTrainedModel:
-    """A student predicting ``id2label``'s classes; see the module docstring for the names."""
+    """A student predicting ``id2label``'s classes; see the module docstring for the names.
+
+    Checkpoints load from safetensors files only unless ``allow_pickle_weights``.
+    """
     label2id = {label: i for i, label in id2label.items()}
     labels = {"id2label": id2label, "label2id": label2id}
     if head not in STUDENT_HEADS:
         raise HeteroAKDError(f"unknown --student_head {head!r}; choose one of {', '.join(STUDENT_HEADS)}")
     if mit := re.fullmatch(r"mit-(b[0-5])", name):
-        return _mit_student(mit.group(1), labels, pretrained_backbone)
+        return _mit_student(mit.group(1), labels, pretrained_backbone, allow_pickle_weights)
     if name.startswith("upernet-") and timm.is_model(backbone := name[len("upernet-"):]):
         backbone_config = TimmBackboneConfig(backbone=backbone, out_indices=(1, 2, 3, 4))
         config = UperNetConfig(backbone_config=backbone_config, use_auxiliary_head=False, **labels)
@@ -71,13 +76,22 @@ def build_student(
             f"unknown student {name!r}: use a timm CNN name (resnet18, mobilenetv2_100, …), mit-b0 … mit-b5, "
             "upernet-<timm name>, or the path / Hub id of a semantic-segmentation checkpoint"
         ) from None
-    return AutoModelForSemanticSegmentation.from_pretrained(name, ignore_mismatched_sizes=True, **labels)
+    try:
+        return AutoModelForSemanticSegmentation.from_pretrained(
+            name, ignore_mismatched_sizes=True, **labels, **weights_policy(allow_pickle_weights)
+        )
+    except OSError as err:
+        raise checkpoint_error("student", name, err) from None
 
 
-def _mit_student(size: str, labels: dict, pretrained: bool) -> SegformerForSemanticSegmentation:
+def _mit_student(
+    size: str, labels: dict, pretrained: bool, allow_pickle_weights: bool
+) -> SegformerForSemanticSegmentation:
     if pretrained:
         try:
-            return SegformerForSemanticSegmentation.from_pretrained(f"nvidia/mit-{size}", **labels)
+            return SegformerForSemanticSegmentation.from_pretrained(
+                f"nvidia/mit-{size}", **labels, **weights_policy(allow_pickle_weights)
+            )
         except OSError as err:
             raise _no_weights(f"nvidia/mit-{size}", err) from None
     hidden_sizes, depths, decoder_size = MIT_SIZES[size]

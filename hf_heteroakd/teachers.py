@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
 from transformers import AutoModelForSemanticSegmentation, PreTrainedModel
 
@@ -49,16 +51,48 @@ def default_teacher_dtype() -> torch.dtype:
     return torch.float32
 
 
+def weights_policy(allow_pickle_weights: bool = False) -> dict[str, bool]:
+    """``from_pretrained`` options: safetensors weights only, unless pickle (``.bin``) files are allowed.
+
+    A Hub repository with only ``.bin`` files still loads when the safetensors conversion bot has
+    opened a pull request with converted weights: transformers then reads those.
+    """
+    return {} if allow_pickle_weights else {"use_safetensors": True}
+
+
+def checkpoint_error(role: str, name_or_path: str, err: OSError) -> HeteroAKDError:
+    """The one-line error for a checkpoint that did not load."""
+    message = str(err)
+    local_pickle = os.path.isdir(name_or_path) and any(
+        os.path.isfile(os.path.join(name_or_path, f)) for f in ("pytorch_model.bin", "pytorch_model.bin.index.json")
+    )
+    if local_pickle or "cannot be loaded with `safetensors`" in message:
+        return HeteroAKDError(
+            f"the {role} {name_or_path!r} has no safetensors weights, only pickle (.bin) files, which are not "
+            "loaded by default: convert them to safetensors (https://huggingface.co/spaces/safetensors/convert), "
+            "or pass --allow_pickle_weights to read them with torch's weights_only unpickler"
+        )
+    return HeteroAKDError(
+        f"could not load the {role} {name_or_path!r}: {message.splitlines()[0]} "
+        "(check the Hub id or local path, or log in with `hf auth login` for a private model)"
+    )
+
+
 def load_teacher(
-    name_or_path: str, dtype: torch.dtype | None = None, trust_remote_code: bool = False
+    name_or_path: str,
+    dtype: torch.dtype | None = None,
+    trust_remote_code: bool = False,
+    allow_pickle_weights: bool = False,
 ) -> PreTrainedModel:
     """Any ``AutoModelForSemanticSegmentation`` checkpoint, frozen and in eval mode.
 
-    Code shipped with a checkpoint runs only with ``trust_remote_code=True``.
+    Code shipped with a checkpoint runs only with ``trust_remote_code=True``; weights load from
+    safetensors files only unless ``allow_pickle_weights`` (see :func:`weights_policy`).
     """
     try:
         teacher = AutoModelForSemanticSegmentation.from_pretrained(
-            name_or_path, dtype=dtype or default_teacher_dtype(), trust_remote_code=trust_remote_code
+            name_or_path, dtype=dtype or default_teacher_dtype(), trust_remote_code=trust_remote_code,
+            **weights_policy(allow_pickle_weights),
         )
     except ValueError as err:
         if "trust_remote_code" not in str(err):
@@ -68,8 +102,5 @@ def load_teacher(
             "read it, then pass --trust_remote_code"
         ) from None
     except OSError as err:
-        raise HeteroAKDError(
-            f"could not load the teacher {name_or_path!r}: {str(err).splitlines()[0]} "
-            "(check the Hub id or local path, or log in with `hf auth login` for a private model)"
-        ) from None
+        raise checkpoint_error("teacher", name_or_path, err) from None
     return teacher.requires_grad_(False).eval()

@@ -15,11 +15,12 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 from transformers import PreTrainedModel, Trainer
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, EvalLoopOutput
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, EvalLoopOutput, TrainOutput
 from transformers.utils import ModelOutput, logging
 
 from . import losses
 from .config import HeteroAKDConfig
+from .data import StreamingSegmentationDataset
 from .errors import HeteroAKDError
 from .features import stage_channels, stage_features
 from .hub import push_student, resolve_repo_id
@@ -27,6 +28,7 @@ from .inference import segmentation_logits
 from .metrics import MeanIoU, flatten_mean_iou
 from .projectors import HeteroAKDProjectors
 from .seeding import PerSampleSeed, SetEpochCallback
+from .teacher_cache import TeacherLogitsCache, TeacherOutputs, cache_key
 
 PROJECTORS_NAME = "heteroakd_projectors.safetensors"
 logger = logging.get_logger(__name__)
@@ -60,14 +62,22 @@ class StudentWithProjectors(nn.Module):
     def forward(
         self, pixel_values: torch.Tensor, teacher_features: list[torch.Tensor] | None = None
     ) -> DistillationOutput:
-        """Student logits; with ``teacher_features``, also Z^S and Z^T of the selected stages."""
+        """Student logits; with ``teacher_features`` (the teacher's maps of the selected stages), also
+        Z^S and Z^T of those stages."""
         project = self.projectors is not None and teacher_features is not None
         outputs = self.student(pixel_values=pixel_values, output_hidden_states=project)
         if not project:
             return DistillationOutput(logits=outputs.logits)
         student_features = stage_features(self.student, outputs, pixel_values.shape[-2:])
-        z_s, z_t = self.projectors(self.select(student_features), self.select(teacher_features))
+        z_s, z_t = self.projectors(self.select(student_features), teacher_features)
         return DistillationOutput(logits=outputs.logits, student_projected=z_s, teacher_projected=z_t)
+
+
+class _StreamLoader(DataLoader):
+    """A DataLoader whose ``set_epoch``, which the Trainer calls at each epoch, reaches its stream."""
+
+    def set_epoch(self, epoch: int) -> None:
+        self.dataset.set_epoch(epoch)
 
 
 def _check_num_labels(student: nn.Module, teacher: nn.Module) -> None:
@@ -94,7 +104,9 @@ class HeteroAKDTrainer(Trainer):
     Evaluation reports the ``evaluate``-style mean IoU of the student: each process accumulates a
     confusion matrix over its own shard of the evaluation set, and the matrices are summed.
     Training augmentation is seeded per (seed, epoch, sample), so it does not depend on the number
-    of processes or workers, and a resumed run sees the batches of the uninterrupted one.
+    of processes or workers, and a resumed run sees the batches of the uninterrupted one. A
+    :class:`~hf_heteroakd.data.StreamingSegmentationDataset` is read as each process's share of the
+    stream, shuffled and seeded by the stream itself (then per process and worker count).
 
     Args:
         model: the student, a ``PreTrainedModel`` for semantic segmentation.
@@ -120,8 +132,11 @@ class HeteroAKDTrainer(Trainer):
             raise HeteroAKDError(f"distill_method={args.distill_method!r} needs a teacher_model")
         if kwargs.get("compute_metrics") is not None:
             raise TypeError("HeteroAKDTrainer computes the mean IoU itself; do not pass compute_metrics")
-        if kwargs.get("train_dataset") is not None:
-            kwargs["train_dataset"] = PerSampleSeed(kwargs["train_dataset"], args.seed)
+        train_dataset = kwargs.get("train_dataset")
+        if isinstance(train_dataset, StreamingSegmentationDataset):
+            kwargs["train_dataset"] = train_dataset.with_seed(args.seed)  # shuffles and seeds per sample itself
+        elif train_dataset is not None:
+            kwargs["train_dataset"] = PerSampleSeed(train_dataset, args.seed)
 
         projectors = None
         if args.distill_method == "heteroakd":
@@ -132,15 +147,23 @@ class HeteroAKDTrainer(Trainer):
                 model.config.num_labels,
                 args.projector_channels,
             )
-        elif args.distill_method == "kd":
+        elif args.distill_method in ("kd", "cwd"):
             _check_num_labels(model, teacher_model)
-        super().__init__(model=StudentWithProjectors(model, projectors, args.hakd_stages), args=args, **kwargs)
+        wrapper = StudentWithProjectors(model, projectors, args.hakd_stages)
+        if args.channels_last:
+            wrapper.to(memory_format=torch.channels_last)  # conv outputs follow their weights' layout
+        super().__init__(model=wrapper, args=args, **kwargs)
 
         self.teacher = None
         if args.distill_method != "none":
             # Frozen and never in the optimizer or DDP: only ever run forward, without autograd.
             self.teacher = teacher_model.requires_grad_(False).eval().to(self.args.device)
+            if args.torch_compile:
+                # The Trainer compiles only the model it wraps. In place, so the teacher keeps its class and
+                # state-dict keys (stage_features and the teacher-logits cache key read them).
+                self.teacher.compile(backend=args.torch_compile_backend, mode=args.torch_compile_mode)
         self.teacher_input_transform = teacher_input_transform
+        self.teacher_cache: TeacherLogitsCache | None = None  # opened by train() with --teacher_logits_cache
         if isinstance(self.train_dataset, PerSampleSeed):
             self.add_callback(SetEpochCallback(self.train_dataset))
         self._eval_metric = MeanIoU(model.config.num_labels, ignore_index=args.ignore_index)
@@ -160,6 +183,9 @@ class HeteroAKDTrainer(Trainer):
     def projectors(self) -> HeteroAKDProjectors | None:
         return self.accelerator.unwrap_model(self.model).projectors
 
+    # no_grad, not inference_mode: HeteroAKD's trainable teacher projectors take the stage features as input, and
+    # inference tensors cannot be saved for backward, so inference_mode needs a clone of them; with it, a Segformer-b0
+    # forward on 2x3x256x512 (CPU) took 0.98x to 1.19x the no_grad time over three runs: no gain beyond the noise.
     @torch.no_grad()
     def teacher_forward(self, pixel_values: torch.Tensor) -> ModelOutput:
         """The teacher's logits and (for HeteroAKD) stage features, without autograd."""
@@ -170,6 +196,27 @@ class HeteroAKDTrainer(Trainer):
             pixel_values=pixel_values.to(dtype), output_hidden_states=self.args.distill_method == "heteroakd"
         )
 
+    def teacher_outputs(self, inputs: dict[str, torch.Tensor]) -> TeacherOutputs:
+        """The teacher's logits (B, C, h, w) and, for HeteroAKD, its maps of the ``hakd_stages``: read
+        by the batch's sample ``index`` from the teacher-logits cache once one is open, else a forward."""
+        if self.teacher_cache is not None:
+            if "index" not in inputs:
+                raise HeteroAKDError(
+                    "--teacher_logits_cache looks teacher outputs up by sample index, but the batch has no "
+                    "'index': use hf_heteroakd.data.collate_segmentation as the data collator"
+                )
+            return self.teacher_cache.get(inputs["index"], inputs["pixel_values"].device)
+        return self._teacher_forward_outputs(inputs["pixel_values"])
+
+    def _teacher_forward_outputs(self, pixel_values: torch.Tensor) -> TeacherOutputs:
+        """:meth:`teacher_forward` of (B, 3, H, W) pixels, reduced to what distillation takes from it."""
+        out = self.teacher_forward(pixel_values)
+        features = None
+        if self.args.distill_method == "heteroakd":
+            all_stages = stage_features(self.teacher, out, pixel_values.shape[-2:])
+            features = [all_stages[i] for i in self.args.hakd_stages]
+        return TeacherOutputs(out.logits, features)
+
     def compute_loss(
         self,
         model: nn.Module,
@@ -179,15 +226,15 @@ class HeteroAKDTrainer(Trainer):
     ) -> torch.Tensor | tuple[torch.Tensor, DistillationOutput]:
         args = self.args
         pixel_values, labels = inputs["pixel_values"], inputs["labels"]
-        teacher_out = self.teacher_forward(pixel_values) if self.teacher is not None else None
-        teacher_features = None
-        if args.distill_method == "heteroakd":
-            teacher_features = stage_features(self.teacher, teacher_out, pixel_values.shape[-2:])
-        out = model(pixel_values, teacher_features=teacher_features)
+        teacher_out = self.teacher_outputs(inputs) if self.teacher is not None else None
+        out = model(pixel_values, teacher_features=teacher_out.features if teacher_out is not None else None)
 
         terms = {"task": losses.task_loss(out.logits, labels, args.ignore_index)}
         loss = terms["task"]
-        if teacher_out is not None:
+        if args.distill_method == "cwd":
+            terms["cwd"] = losses.channel_wise_kd_loss(out.logits, teacher_out.logits, args.temperature)
+            loss = loss + args.lambda_cwd * terms["cwd"]
+        elif teacher_out is not None:
             terms["kd"] = losses.pixel_kd_loss(out.logits, teacher_out.logits, args.temperature)
             loss = loss + args.lambda_kd * terms["kd"]
         if args.distill_method == "heteroakd":
@@ -207,6 +254,41 @@ class HeteroAKDTrainer(Trainer):
             for name, value in terms.items():
                 self._loss_terms[name].append(value.detach())
         return (loss, out) if return_outputs else loss
+
+    def train(self, *args: Any, **kwargs: Any) -> TrainOutput:
+        """The Trainer's ``train``; with ``teacher_logits_cache``, the cache is opened (built first if absent)."""
+        if self.args.teacher_logits_cache is not None and self.teacher_cache is None:
+            self.teacher_cache = self._open_teacher_cache()
+        return super().train(*args, **kwargs)
+
+    def _open_teacher_cache(self) -> TeacherLogitsCache:
+        """Opens ``--teacher_logits_cache``; the main process builds it first if needed, the others wait."""
+        args = self.args
+        key = cache_key(
+            self.teacher, self.train_dataset, self.teacher_input_transform, args.teacher_logits_cache_dtype,
+            args.hakd_stages if args.distill_method == "heteroakd" else None,
+            "bf16" if args.bf16 else "fp16" if args.fp16 else "no",
+        )
+
+        def compute(pixel_values: torch.Tensor) -> TeacherOutputs:
+            with self.compute_loss_context_manager():  # the context of a training step's teacher forward
+                return self._teacher_forward_outputs(pixel_values.to(args.device))
+
+        with self.accelerator.main_process_first():
+            cache = TeacherLogitsCache.open_or_build(
+                args.teacher_logits_cache, key, self.train_dataset, compute, args.per_device_eval_batch_size,
+                args.dataloader_num_workers, may_build=self.accelerator.is_main_process,
+                progress=not args.disable_tqdm,
+            )
+        sizes = cache.input_sizes
+        if len(sizes) > 1 and args.per_device_train_batch_size > 1:
+            shown = ", ".join(f"{h}x{w}" for h, w in sizes[:4]) + (", …" if len(sizes) > 4 else "")
+            raise HeteroAKDError(
+                f"the training images have {len(sizes)} sizes ({shown}): batches of them are padded, "
+                "which changes the teacher's outputs, so --teacher_logits_cache needs images of one size or "
+                "--per_device_train_batch_size 1"
+            )
+        return cache
 
     def training_step(
         self, model: nn.Module, inputs: dict[str, torch.Tensor], num_items_in_batch: torch.Tensor | int | None = None
@@ -249,6 +331,19 @@ class HeteroAKDTrainer(Trainer):
             self._loss_terms.clear()
         super().log(logs, start_time)
 
+    def get_train_dataloader(self) -> DataLoader:
+        """The Trainer's loader; for a stream, a loader of this process's share of it."""
+        if not isinstance(self.train_dataset, StreamingSegmentationDataset):
+            return super().get_train_dataloader()
+        # Not through accelerate, which would have process 0 read every batch and dispatch it to the others.
+        return _StreamLoader(
+            self.train_dataset.for_process(self.args.process_index, self.args.world_size),
+            batch_size=self._train_batch_size,
+            collate_fn=self.data_collator,
+            num_workers=self.args.dataloader_num_workers,
+            pin_memory=self.args.dataloader_pin_memory,
+        )
+
     def get_eval_dataloader(self, eval_dataset: str | Dataset | None = None) -> DataLoader:
         """This process's shard of the evaluation set: every sample once, none padded or repeated."""
         dataset = eval_dataset if eval_dataset is not None else self.eval_dataset
@@ -256,7 +351,10 @@ class HeteroAKDTrainer(Trainer):
             dataset = self.eval_dataset[dataset]
         if dataset is None:
             raise ValueError("evaluation needs an eval_dataset")
-        shard = Subset(dataset, range(self.args.process_index, len(dataset), self.args.world_size))
+        if isinstance(dataset, StreamingSegmentationDataset):
+            shard = dataset.for_process(self.args.process_index, self.args.world_size)
+        else:
+            shard = Subset(dataset, range(self.args.process_index, len(dataset), self.args.world_size))
         return DataLoader(
             shard,
             batch_size=self.args.eval_batch_size,
@@ -316,7 +414,8 @@ class HeteroAKDTrainer(Trainer):
         metrics["loss"] = loss_sum / max(pixels, 1.0)
         output.metrics.update({f"{metric_key_prefix}_{k}": v for k, v in metrics.items()})
         output.metrics.pop(f"{metric_key_prefix}_model_preparation_time", None)
-        return EvalLoopOutput(None, None, output.metrics, len(dataloader.dataset.dataset))
+        num_samples = self.accelerator.reduce(torch.tensor(output.num_samples, device=device), reduction="sum")
+        return EvalLoopOutput(None, None, output.metrics, int(num_samples))
 
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
         """Saves the student alone (never the projectors), its processor and the arguments."""

@@ -9,6 +9,7 @@ import datasets
 import huggingface_hub.constants
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from hf_heteroakd import build_student
@@ -70,6 +71,8 @@ CASES = {
                                                   "--hub_model_id", "me/student"], "hf auth login"),
     "teacher with its own code, without consent": (lambda t, d, s: ["--dataset", d, "--teacher", s["remote_code"]],
                                                    "--trust_remote_code"),
+    "teacher with pickle weights only": (lambda t, d, s: ["--dataset", d, "--teacher", s["pickle_teacher"]],
+                                        "--allow_pickle_weights"),
     "push while offline": (lambda t, d, s: ["--distill_method", "none", "--dataset", d, "--push_to_hub",
                                             "--hub_model_id", "me/student"], "HF_HUB_OFFLINE=1 is set"),
 }
@@ -85,6 +88,9 @@ def setups(tmp_path_factory, synthetic_dataset):
     for name in ("config.json", "configuration_timm_segmentation.py"):
         path = root / "remote_code" / name
         path.write_text(path.read_text().replace("timm_segmentation\"", "someone_elses_segmenter\""))
+    pickle_teacher = tiny_segformer()
+    pickle_teacher.config.save_pretrained(root / "pickle_teacher")
+    torch.save(pickle_teacher.state_dict(), root / "pickle_teacher" / "pytorch_model.bin")
     (root / "used_output").mkdir()
     (root / "used_output" / "all_results.json").write_text("{}")
     zeros = np.zeros((16, 16))
@@ -95,6 +101,7 @@ def setups(tmp_path_factory, synthetic_dataset):
         "size_mismatch": str(write_dataset(root / "size_mismatch", [zeros, zeros], image_size=(16, 12))),
         "used_output": str(root / "used_output"),
         "remote_code": str(root / "remote_code"),
+        "pickle_teacher": str(root / "pickle_teacher"),
     }
 
 
@@ -109,6 +116,12 @@ def test_bad_input_is_one_clear_line(case, tmp_path, synthetic_dataset, setups, 
     assert "Traceback" not in err
     errors = [line for line in err.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and phrase in errors[0], err[-2000:]
+
+
+def test_pickle_weights_load_only_when_allowed(tmp_path, synthetic_dataset, setups):
+    flags = ["--dataset", str(synthetic_dataset), "--teacher", setups["pickle_teacher"], "--allow_pickle_weights",
+             "--crop_size", "64"]
+    assert run(tmp_path, *flags) == 0
 
 
 def test_debug_mode_raises_with_the_traceback(tmp_path, monkeypatch):

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from hf_heteroakd.cli import parse_args
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -46,6 +48,13 @@ def test_help_documents_every_flag():
     for flag in ("--teacher", "--student", "--dataset", "--distill_method", "--lambda_kd", "--lambda_hakd",
                  "--temperature", "--hakd_stages", "--learning_rate", "--max_steps", "--output_dir", "--push_to_hub"):
         assert flag in result.stdout, flag
+
+
+def test_ablation_and_baseline_flags_parse():
+    _, _, args = parse_args(["--dataset", "d", "--output_dir", "o", "--no_kmm", "--no_kem"])
+    assert (args.distill_method, args.kmm, args.kem) == ("heteroakd", False, False)
+    _, _, args = parse_args(["--dataset", "d", "--output_dir", "o", "--distill_method", "cwd"])
+    assert (args.distill_method, args.lambda_cwd, args.kmm, args.kem) == ("cwd", 3.0, True, True)
 
 
 def test_missing_dataset_is_one_clear_line(tmp_path):

@@ -40,6 +40,18 @@ def test_pixel_kd_resizes_teacher_to_student_grid():
     torch.testing.assert_close(losses.pixel_kd_loss(z_s, z_t, 1.0), losses.pixel_kd_loss(z_s, resized, 1.0))
 
 
+def test_cwd_matches_float64_hand_computation_and_is_zero_for_identical_logits():
+    z_s, z_t, tau = torch.randn(N, C, H, W), torch.randn(N, C, H, W), 4.0
+    p_t = torch.softmax(z_t.double().flatten(2) / tau, 2)  # each class map a distribution over pixels
+    p_s = torch.softmax(z_s.double().flatten(2) / tau, 2)
+    expected = (p_t * (p_t.log() - p_s.log())).sum(2).mean() * tau**2
+    torch.testing.assert_close(losses.channel_wise_kd_loss(z_s, z_t, tau).double(), expected, rtol=1e-5, atol=1e-6)
+    assert losses.channel_wise_kd_loss(z_t, z_t.clone(), tau).abs().item() < 1e-6
+    # Unlike the pixel KD, a shift of one class map by a constant changes nothing.
+    shifted = z_t + torch.arange(C, dtype=torch.float32)[None, :, None, None]
+    assert losses.channel_wise_kd_loss(shifted, z_t, tau).abs().item() < 1e-5
+
+
 def test_task_loss_upsamples_and_ignores():
     logits, labels = torch.randn(N, C, H, W), random_labels(h=2 * H, w=2 * W)
     up = F.interpolate(logits, size=(2 * H, 2 * W), mode="bilinear", align_corners=False)

@@ -230,6 +230,25 @@ def test_out_of_range_references_count_in_area_pred():
     assert_same(result, reference_mean_iou([pred], [label], 2, 255))
 
 
+@pytest.mark.parametrize("label_map", [None, {1000: 2, 2: 1000}])
+@pytest.mark.parametrize("reduce_labels", [False, True])
+@pytest.mark.parametrize("ignore_index", [255, 300, -1])
+def test_values_far_out_of_range(reduce_labels, ignore_index, label_map):
+    # MeanIoU clips values to a span around the special ones: values beyond it, and its bounds, must
+    # follow the same rules as any other out-of-range value (with reduce_labels, 256 -> 255, 301 -> 300).
+    rng = np.random.default_rng(9)
+    n = 5
+    far = [-(10**9), -103, -102, -101, -100, -2, -1, 0, 1, 4, 5, 254, 255, 256, 257, 258, 259, 300, 301, 302, 303]
+    far.append(10**9)
+    label = rng.choice(far + [ignore_index], size=(3, 20, 20))
+    pred = rng.choice(far, size=(3, 20, 20))
+    for as_torch in (False, True):
+        metric = MeanIoU(n, ignore_index=ignore_index, reduce_labels=reduce_labels, label_map=label_map)
+        result = run_metric(metric, [(pred, label)], as_torch=as_torch)
+        expected = reference_mean_iou(list(pred), list(label), n, ignore_index, reduce_labels, label_map)
+        assert_same(result, expected)
+
+
 def test_mixed_numpy_and_torch_and_dtypes():
     rng = np.random.default_rng(4)
     batches = make_batches(rng, 6, n_batches=4, shape=(2, 7, 7), p_pad=0.05)

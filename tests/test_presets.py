@@ -30,27 +30,11 @@ from hf_heteroakd.errors import HeteroAKDError
 from hf_heteroakd.pipeline import DataArguments
 from hf_heteroakd.presets import PRESETS, cityscapes_to_train_ids, find_preset, load_data, load_preset
 
-HEIGHT, WIDTH = 16, 32
+from .conftest import HEIGHT, WIDTH, raw_masks, rgb, write_split
 
 # Cityscapes label ids of the 19 evaluated classes, in train-id order (the Cityscapes benchmark's
 # class list); every other label id is ignored.
 CITYSCAPES_EVALUATED_IDS = [7, 8, 11, 12, 13, 17, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 31, 32, 33]
-
-
-def rgb(rng: np.random.Generator) -> Image.Image:
-    return Image.fromarray(rng.integers(0, 256, size=(HEIGHT, WIDTH, 3), dtype=np.uint8))
-
-
-def raw_masks(rng: np.random.Generator, values: list[int], count: int) -> list[np.ndarray]:
-    """``count`` (H, W) uint8 masks drawn from ``values``; together they hold every value."""
-    masks = [rng.choice(values, size=(HEIGHT, WIDTH)).astype(np.uint8) for _ in range(count)]
-    masks[0].flat[: len(values)] = values
-    return masks
-
-
-def write_split(path: Path, columns: dict[str, list], features: datasets.Features) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    datasets.Dataset.from_dict(columns, features=features).to_parquet(path)
 
 
 def converted_labels(data: SegmentationData, split: str, num_labels: int | None = None) -> list[np.ndarray]:
@@ -63,24 +47,6 @@ def converted_labels(data: SegmentationData, split: str, num_labels: int | None 
 
 
 # ----------------------------------------------------------------------------------------- Cityscapes
-
-
-@pytest.fixture(scope="module")
-def cityscapes_copy(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, list[np.ndarray]]]:
-    """Chris1/cityscapes' layout: data/{train,validation,test}-*.parquet, columns image / semantic_segmentation
-    (Image), single-channel label-id masks 0..33."""
-    root = tmp_path_factory.mktemp("cityscapes")
-    rng = np.random.default_rng(0)
-    features = datasets.Features({"image": datasets.Image(), "semantic_segmentation": datasets.Image()})
-    masks = {}
-    for split, count in (("train", 3), ("validation", 2), ("test", 1)):
-        masks[split] = raw_masks(rng, list(range(34)), count)
-        columns = {
-            "image": [rgb(rng) for _ in range(count)],
-            "semantic_segmentation": [Image.fromarray(m) for m in masks[split]],
-        }
-        write_split(root / "data" / f"{split}-00000-of-00001.parquet", columns, features)
-    return root, masks
 
 
 def test_cityscapes_preset_maps_label_ids_to_train_ids(cityscapes_copy, tmp_path: Path) -> None:
@@ -125,28 +91,6 @@ def test_cityscapes_table_matches_cityscapesscripts() -> None:
 # ------------------------------------------------------------------------------------------------- VOC
 
 
-@pytest.fixture(scope="module")
-def voc_copy(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, list[np.ndarray]]]:
-    """jxie/pascal-voc-2012's layout: data/{train,val}-*.parquet, columns image / mask (Image); masks hold
-    0..20 and 255 on object boundaries, as palette PNGs (VOC's own) and as grayscale ones."""
-    root = tmp_path_factory.mktemp("voc")
-    rng = np.random.default_rng(1)
-    features = datasets.Features({"image": datasets.Image(), "mask": datasets.Image()})
-    masks = {}
-    for split, count in (("train", 3), ("val", 2)):
-        masks[split] = raw_masks(rng, [*range(21), 255], count)
-        images = []
-        for i, mask in enumerate(masks[split]):
-            image = Image.fromarray(mask)
-            if i % 2 == 0:
-                image = image.convert("P")  # values kept as palette indices
-                image.putpalette(list(rng.integers(0, 256, size=768)))
-            images.append(image)
-        columns = {"image": [rgb(rng) for _ in range(count)], "mask": images}
-        write_split(root / "data" / f"{split}-00000-of-00001.parquet", columns, features)
-    return root, masks
-
-
 def test_voc_preset_keeps_classes_and_boundaries(voc_copy, tmp_path: Path) -> None:
     root, raw = voc_copy
     preset = PRESETS["voc"]
@@ -163,34 +107,6 @@ def test_voc_preset_keeps_classes_and_boundaries(voc_copy, tmp_path: Path) -> No
 
 
 # ---------------------------------------------------------------------------------------------- ADE20K
-
-
-@pytest.fixture(scope="module")
-def ade20k_copy(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, list[np.ndarray]]]:
-    """scene_parse_150's parquet export: <config>/<split>/0000.parquet for configs scene_parsing (image,
-    annotation: Image; scene_category: ClassLabel; masks 0..150) and instance_segmentation (other masks)."""
-    root = tmp_path_factory.mktemp("ade20k")
-    rng = np.random.default_rng(2)
-    scene = datasets.ClassLabel(names=["airport_terminal", "art_gallery", "badlands"])  # the card's first scene names
-    features = datasets.Features({"image": datasets.Image(), "annotation": datasets.Image(), "scene_category": scene})
-    instance_features = datasets.Features({"image": datasets.Image(), "annotation": datasets.Image()})
-    masks = {}
-    for split, count in (("train", 3), ("validation", 2)):
-        masks[split] = raw_masks(rng, list(range(151)), count)
-        columns = {
-            "image": [rgb(rng) for _ in range(count)],
-            "annotation": [Image.fromarray(m) for m in masks[split]],
-            "scene_category": rng.integers(0, 3, size=count).tolist(),
-        }
-        write_split(root / "scene_parsing" / split / "0000.parquet", columns, features)
-        # Instance masks: RGB, R = class, G = instance. The preset must not read them.
-        instances = [Image.fromarray(rng.integers(0, 151, (HEIGHT, WIDTH, 3), dtype=np.uint8)) for _ in masks[split]]
-        write_split(
-            root / "instance_segmentation" / split / "0000.parquet",
-            {"image": [rgb(rng) for _ in range(count)], "annotation": instances},
-            instance_features,
-        )
-    return root, masks
 
 
 def test_ade20k_preset_reduces_labels(ade20k_copy, tmp_path: Path) -> None:

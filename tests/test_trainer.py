@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from functools import partial
 
 import pytest
@@ -70,7 +71,8 @@ def test_teacher_is_not_in_the_optimizer(tmp_path, train_set):
 
 @pytest.mark.parametrize(
     "method, terms",
-    [("heteroakd", {"task", "kd", "hakd", "proj"}), ("kd", {"task", "kd"}), ("none", {"task"})],
+    [("heteroakd", {"task", "kd", "hakd", "proj"}), ("kd", {"task", "kd"}), ("cwd", {"task", "cwd"}),
+     ("none", {"task"})],
 )
 def test_each_loss_term_is_logged(tmp_path, train_set, method, terms):
     trainer = make_trainer(tmp_path, train_set, method)
@@ -79,7 +81,7 @@ def test_each_loss_term_is_logged(tmp_path, train_set, method, terms):
     assert len(logged) == 2
     for entry in logged:
         assert {k[len("loss_"):] for k in entry if k.startswith("loss_")} == terms
-        weights = {"task": 1.0, "kd": 0.1, "hakd": 1.0, "proj": 1.0}
+        weights = {"task": 1.0, "kd": 0.1, "cwd": 3.0, "hakd": 1.0, "proj": 1.0}
         total = sum(weights[t] * entry[f"loss_{t}"] for t in terms)
         assert entry["loss"] == pytest.approx(total, rel=1e-3)
 
@@ -112,6 +114,18 @@ def test_saved_student_has_no_projectors_and_loads_with_auto_class(tmp_path, tra
     assert (out / "checkpoint-1" / PROJECTORS_NAME).is_file()  # checkpoints keep them, for resuming
 
     loaded = AutoModelForSemanticSegmentation.from_pretrained(out).eval()
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x).logits, trainer.student.eval()(x).logits)
+
+
+def test_channels_last_trains_checkpoints_and_saves_a_student_that_loads(tmp_path, train_set):
+    trainer = make_trainer(tmp_path, train_set, channels_last=True, save_strategy="steps", save_steps=1)
+    conv_weights = [p for p in trainer.model.parameters() if p.dim() == 4 and p.shape[-1] > 1]
+    assert conv_weights and all(p.is_contiguous(memory_format=torch.channels_last) for p in conv_weights)
+    trainer.train()  # checkpoints (student and projectors as safetensors) need contiguous tensors
+    trainer.save_model()
+    loaded = AutoModelForSemanticSegmentation.from_pretrained(tmp_path / "run").eval()
     x = torch.randn(1, 3, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(loaded(x).logits, trainer.student.eval()(x).logits)
@@ -173,3 +187,19 @@ def test_bf16_mixed_precision_trains_with_float32_losses(tmp_path, train_set):
     assert logged and all(torch.isfinite(torch.tensor(entry[f"loss_{t}"])) for entry in logged
                           for t in ("task", "kd", "hakd", "proj"))
     assert all(p.dtype == torch.float32 for p in trainer.student.parameters())  # autocast, not a cast
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    shutil.which("g++") is None and shutil.which("c++") is None,
+    reason="torch.compile's default backend, inductor, builds C++ for the CPU: no C++ compiler here",
+)
+def test_torch_compile_compiles_student_and_teacher(tmp_path, train_set):
+    trainer = make_trainer(tmp_path, train_set, torch_compile=True, use_cpu=True)
+    assert trainer.teacher._compiled_call_impl is not None  # compiled in place: same class, same state-dict keys
+    assert type(trainer.teacher).__name__ == "SegformerForSemanticSegmentation"
+    trainer.train()
+    assert trainer.state.global_step == 2
+    assert getattr(trainer.model_wrapped, "_orig_mod", None) is trainer.model  # the Trainer compiled the student
+    logged = [entry for entry in trainer.state.log_history if "loss" in entry]
+    assert len(logged) == 2 and all(torch.isfinite(torch.tensor(entry["loss_hakd"])) for entry in logged)
