@@ -538,9 +538,9 @@ def _check_mask(mask: np.ndarray, num_labels: int, ignore_index: int, split_name
 
 def collate_segmentation(
     batch: list[dict[str, torch.Tensor]], ignore_index: int = IGNORE_INDEX
-) -> dict[str, torch.Tensor]:
+) -> dict[str, Any]:
     """Stack samples into ``pixel_values`` (B, 3, H, W), ``labels`` (B, H, W) and, when every sample
-    has one, ``index`` (B,).
+    has one, ``index``, the B row indices as a list of ints.
 
     None entries (bad samples a dataset skipped) are dropped. Samples of different sizes
     (full-resolution evaluation) are padded at the bottom and right to the
@@ -561,5 +561,6 @@ def collate_segmentation(
         "labels": torch.stack([pad(sample["labels"], ignore_index) for sample in batch]),
     }
     if all("index" in sample for sample in batch):
-        stacked["index"] = torch.stack([torch.as_tensor(sample["index"]) for sample in batch])
+        # A list, not a tensor: the Trainer leaves it on the host, so reading the cache by it never syncs.
+        stacked["index"] = [int(sample["index"]) for sample in batch]
     return stacked

@@ -22,7 +22,7 @@ import hashlib
 import json
 import os
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -152,9 +152,9 @@ class TeacherLogitsCache:
             )
         return cls(directory)
 
-    def get(self, indices: torch.Tensor, device: torch.device | str) -> TeacherOutputs:
+    def get(self, indices: Sequence[int] | torch.Tensor, device: torch.device | str) -> TeacherOutputs:
         """The stored outputs of samples ``indices`` (B,), stacked and as float32 on ``device``."""
-        indices = indices.tolist()
+        indices = indices.tolist() if isinstance(indices, torch.Tensor) else list(indices)
         columns = [
             torch.stack([self._read(index, name) for index in indices]).to(device, torch.float32)
             for name in self._names
