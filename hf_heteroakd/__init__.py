@@ -8,7 +8,7 @@ from transformers import AutoConfig, AutoModelForSemanticSegmentation
 
 from .config import HeteroAKDConfig
 from .errors import HeteroAKDError
-from .losses import heteroakd_loss, pixel_kd_loss, task_loss
+from .losses import channel_wise_kd_loss, heteroakd_loss, pixel_kd_loss, task_loss
 from .metrics import MeanIoU
 from .models import TimmSegmentationConfig, TimmSegmentationForSemanticSegmentation
 from .students import build_student
@@ -29,6 +29,7 @@ __all__ = [
     "TimmSegmentationConfig",
     "TimmSegmentationForSemanticSegmentation",
     "build_student",
+    "channel_wise_kd_loss",
     "heteroakd_loss",
     "load_teacher",
     "pixel_kd_loss",

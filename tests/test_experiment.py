@@ -38,6 +38,8 @@ def test_experiment_runs_every_method_and_writes_table_and_plot(tmp_path):
         assert f"| {method} |" in table
     assert json.loads((tmp_path / "results.json").read_text())["summary"] == results["summary"]
     assert (tmp_path / "miou_vs_steps.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    card = (tmp_path / "students" / "cwd" / "seed0" / "README.md").read_text()  # each run's card names its method
+    assert "Channel-wise distillation" in card and "L_task + 3.0·L_cwd" in card
 
 
 def test_summary_is_mean_and_sample_std_over_seeds():
