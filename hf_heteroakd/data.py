@@ -387,7 +387,7 @@ class _SampleReader:
 
 class SegmentationDataset(_SampleReader, torch.utils.data.Dataset):
     """A split of ``SegmentationData`` as ``{"pixel_values": (3, H, W) float32, "labels": (H, W) int64,
-    "index": () int64}``, ``index`` being the row (the teacher-logits cache looks samples up by it).
+    "index": int}``, ``index`` being the row (the teacher-logits cache looks samples up by it).
 
     Each sample is decoded, its mask converted by ``label_transform`` (if any), checked (same size,
     labels in [0, num_labels) or ``ignore_index``) and transformed when it is read, so the work
@@ -401,7 +401,7 @@ class SegmentationDataset(_SampleReader, torch.utils.data.Dataset):
         """The transformed sample; None for a bad one when ``skip_bad_samples`` (the collate drops it)."""
         sample = self._read_or_skip(partial(self.split.__getitem__, idx), idx)
         if sample is not None:
-            sample["index"] = torch.tensor(idx)
+            sample["index"] = int(idx)
         return sample
 
 
@@ -562,5 +562,5 @@ def collate_segmentation(
     }
     if all("index" in sample for sample in batch):
         # A list, not a tensor: the Trainer leaves it on the host, so reading the cache by it never syncs.
-        stacked["index"] = [int(sample["index"]) for sample in batch]
+        stacked["index"] = [sample["index"] for sample in batch]
     return stacked

@@ -102,9 +102,10 @@ def _weights_sha256(model: nn.Module) -> str:
 class TeacherLogitsCache:
     """A complete cache directory (see the module docstring), read by sample index."""
 
-    def __init__(self, directory: str | os.PathLike) -> None:
+    def __init__(self, directory: str | os.PathLike, info: dict[str, Any]) -> None:
+        """``info``: the directory's ``cache_info.json``, already read."""
         self.directory = Path(directory)
-        self.info = json.loads((self.directory / INFO_NAME).read_text())
+        self.info = info
         self.key: dict[str, Any] = self.info["key"]
         # Distinct (H, W) of the inputs: batches of several sizes are padded, which the cache cannot mirror.
         self.input_sizes = [tuple(size) for size in self.info["input_sizes"]]
@@ -142,7 +143,8 @@ class TeacherLogitsCache:
                 )
             _check_fixed_inputs(dataset)
             _build(directory, key, dataset, compute, batch_size, num_workers, progress)
-        stored = json.loads((directory / INFO_NAME).read_text())["key"]
+        info = json.loads((directory / INFO_NAME).read_text())
+        stored = info["key"]
         changed = [part for part in key if stored.get(part) != key[part]]
         if changed:
             details = "; ".join(f"{part}: {_short(stored.get(part))} -> {_short(key[part])}" for part in changed)
@@ -150,11 +152,10 @@ class TeacherLogitsCache:
                 f"--teacher_logits_cache {directory} holds teacher outputs computed with another "
                 f"{', '.join(changed)} ({details}): pass another directory, or delete {directory} to recompute them"
             )
-        return cls(directory)
+        return cls(directory, info)
 
-    def get(self, indices: Sequence[int] | torch.Tensor, device: torch.device | str) -> TeacherOutputs:
-        """The stored outputs of samples ``indices`` (B,), stacked and as float32 on ``device``."""
-        indices = indices.tolist() if isinstance(indices, torch.Tensor) else list(indices)
+    def get(self, indices: Sequence[int], device: torch.device | str) -> TeacherOutputs:
+        """The stored outputs of samples ``indices`` (B row indices), stacked and as float32 on ``device``."""
         columns = [
             torch.stack([self._read(index, name) for index in indices]).to(device, torch.float32)
             for name in self._names
@@ -220,7 +221,7 @@ def _build(
                 outputs = compute(torch.stack([s["pixel_values"] for s in group]))
                 for row, sample in enumerate(group):
                     stored = [outputs.logits[row]] + [features[row] for features in outputs.features or []]
-                    rows.append((int(sample["index"]), stored))
+                    rows.append((sample["index"], stored))
                 sizes.add(tuple(group[0]["pixel_values"].shape[-2:]))
             # Batches come in index order; sorting within one keeps each shard's samples together.
             for index, stored in sorted(rows, key=lambda r: r[0]):
