@@ -1,10 +1,11 @@
 """Streaming MeanIoU vs ``evaluate``'s ``mean_iou``, on the same random predictions.
 
-    python benchmarks/bench_metric.py [--images 8] [--batch 2] [--height 512] [--width 1024] [--classes 19]
+    python benchmarks/bench_metric.py [--images 8] [--batch 2] [--height 512] [--width 1024] [--classes 19] [--repeats 9]
 
-Rows, each fed the same int64 maps batch by batch (what the Trainer hands over), results asserted equal:
+Rows, each fed the same int64 maps batch by batch (argmax output and collated labels), results asserted equal:
 
-* this library's streaming ``MeanIoU`` (``update`` per batch, ``compute`` at the end);
+* this library's streaming ``MeanIoU`` (``update`` per batch, ``compute`` at the end), with torch's threads;
+* the same with torch at one thread (numpy, under every other row, uses one);
 * ``evaluate.load("mean_iou")`` with ``add_batch`` per batch and ``compute()``, when the metric script can be
   fetched from the Hub. Offline it cannot, and the row is evaluate's ``EvaluationModule`` with mean_iou's
   declared features (the metric script itself needs the Hub): a module defined here that declares the same
@@ -35,6 +36,7 @@ from tests.test_metrics import reference_mean_iou  # noqa: E402
 
 KEYS = ("mean_iou", "mean_accuracy", "overall_accuracy", "per_category_iou", "per_category_accuracy")
 STREAMING, BARE = "streaming MeanIoU (this library)", "bare numpy per-image loop (np.histogram)"
+ONE_THREAD = "  same, torch at 1 thread"
 EVALUATE_PATH = "evaluate's EvaluationModule with mean_iou's declared features"
 
 
@@ -94,7 +96,7 @@ def main() -> None:
     parser.add_argument("--height", type=int, default=512)
     parser.add_argument("--width", type=int, default=1024)
     parser.add_argument("--classes", type=int, default=19)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=9)
     args = parser.parse_args()
 
     rng = np.random.default_rng(0)
@@ -110,6 +112,14 @@ def main() -> None:
             metric.update(torch.from_numpy(preds), torch.from_numpy(refs))
         return metric.compute()
 
+    def one_thread():
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return streaming()
+        finally:
+            torch.set_num_threads(threads)
+
     def with_evaluate(module):
         def run():
             for preds, refs in batches:
@@ -121,7 +131,7 @@ def main() -> None:
         return reference_mean_iou(list(predictions), list(labels), args.classes, 255)
 
     modules = evaluate_modules()
-    rows = {STREAMING: streaming, **{name: with_evaluate(module) for name, module in modules.items()}, BARE: bare_numpy}
+    rows = {STREAMING: streaming, ONE_THREAD: one_thread, **{name: with_evaluate(module) for name, module in modules.items()}, BARE: bare_numpy}
     with warnings.catch_warnings():  # datasets warns that it stores int64 maps as int32 images, for Pillow
         warnings.simplefilter("ignore", UserWarning)
         timings = {name: timed(fn, args.repeats) for name, fn in rows.items()}
@@ -130,7 +140,7 @@ def main() -> None:
             np.testing.assert_array_equal(timings[STREAMING][1][key], result[key], err_msg=f"{name}: {key}")
 
     print(f"{args.images} predictions of {args.height}x{args.width} (int64), {args.classes} classes, "
-          f"fed in batches of {args.batch}; median of {args.repeats}")
+          f"fed in batches of {args.batch}; median of {args.repeats}; torch at {torch.get_num_threads()} threads")
     width = max(map(len, rows)) + 2
     print(f"{'implementation':<{width}}{'seconds':>9}{'/ streaming':>13}")
     ours = timings[STREAMING][0]
@@ -141,6 +151,7 @@ def main() -> None:
     reference = next(iter(modules), None)
     against = [f"{timings[reference][0] / ours:.1f}x as fast as {reference}"] if reference else []
     against.append(f"{timings[BARE][0] / ours:.1f}x as fast as the {BARE}")
+    against[-1] += f" ({timings[BARE][0] / timings[ONE_THREAD][0]:.1f}x at 1 thread)"
     print(f"identical results; streaming is {' and '.join(against)}")
 
 if __name__ == "__main__":

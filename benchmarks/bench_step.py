@@ -1,11 +1,12 @@
 """Cost of distillation: one optimizer step of the student alone, then with each part added.
 
     python benchmarks/bench_step.py [--batch 2] [--height 256] [--width 512] [--repeats 5] [--channels_last]
-                                    [--torch_compile]
+                                    [--torch_compile] [--teacher b0] [--student resnet18] [--bf16]
 
 (a) the student alone (task loss), (b) + the teacher's forward, (c) + L_kd (vanilla KD),
 (d) + the full HeteroAKD loss (projectors, KMM, KEM, L_hakd, L_proj). Teacher: a Segformer of
-MiT-b0's size (random weights); student: DeepLabV3-ResNet-18, output stride 8.
+MiT-``--teacher``'s size (b0 … b5; random weights, as fast as trained ones); student: any ``--student`` name
+of the CLI (DeepLabV3-ResNet-18, output stride 8, by default), also random.
 
 ``--channels_last`` adds (a) and (d) with ``HeteroAKDConfig(channels_last=True)``: the student and the
 projectors in channels_last (the teacher stays as it is: this Segformer's forward ran 1.03-1.10x slower in
@@ -31,13 +32,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from hf_heteroakd import HeteroAKDConfig, HeteroAKDTrainer, build_student  # noqa: E402
-from transformers import SegformerConfig, SegformerForSemanticSegmentation  # noqa: E402
+from hf_heteroakd.students import MIT_SIZES  # noqa: E402
 
 CLASSES = 19
-
-
-def segformer_b0() -> SegformerForSemanticSegmentation:
-    return SegformerForSemanticSegmentation(SegformerConfig(num_labels=CLASSES))  # MiT-b0 is the default config
 
 
 def reset_peak_memory(device: torch.device) -> bool:
@@ -72,6 +69,8 @@ def main() -> None:
     parser.add_argument("--bf16", action="store_true", help="autocast the step in bfloat16 (GPU)")
     parser.add_argument("--channels_last", action="store_true", help="also time (a) and (d) in channels_last")
     parser.add_argument("--torch_compile", action="store_true", help="also time (d) compiled (inductor)")
+    parser.add_argument("--teacher", choices=sorted(MIT_SIZES), default="b0", help="the Segformer teacher's size")
+    parser.add_argument("--student", default="resnet18", help="a student name of the CLI's --student")
     args = parser.parse_args()
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -81,13 +80,17 @@ def main() -> None:
     labels = torch.randint(0, CLASSES, (args.batch, args.height, args.width), device=device)
     batch = {"pixel_values": pixels, "labels": labels}
 
+    def teacher():  # in bfloat16 under --bf16, as the CLI's --teacher_dtype auto loads it on a GPU
+        model = build_student(f"mit-{args.teacher}", id2label, pretrained_backbone=False)
+        return model.to(torch.bfloat16 if args.bf16 else torch.float32)
+
     def make_trainer(method: str, channels_last: bool = False, compile: bool = False) -> HeteroAKDTrainer:
         config = HeteroAKDConfig(output_dir="/tmp/bench_step", distill_method=method, report_to="none",
                                  use_cpu=device.type == "cpu", bf16=args.bf16, channels_last=channels_last,
                                  torch_compile=compile)
         trainer = HeteroAKDTrainer(
-            model=build_student("resnet18", id2label, pretrained_backbone=False).to(device),
-            teacher_model=segformer_b0() if method != "none" else None,
+            model=build_student(args.student, id2label, pretrained_backbone=False).to(device),
+            teacher_model=teacher() if method != "none" else None,
             args=config,
         )
         if compile:  # what accelerator.prepare does with the Trainer's dynamo plugin
@@ -145,7 +148,9 @@ def main() -> None:
     results = {name: (statistics.median(times[name]), peaks[name]) for name in variants}
 
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    print(f"{name}; batch {args.batch}x3x{args.height}x{args.width}; Segformer-b0-sized teacher -> DeepLabV3-ResNet-18")
+    precision = "bf16 autocast" if args.bf16 else "fp32"
+    print(f"{name}; batch {args.batch}x3x{args.height}x{args.width}, {precision}; "
+          f"Segformer-{args.teacher}-sized teacher -> {args.student} student")
     if device.type == "cuda":
         memory = "peak memory per step (MiB, CUDA max allocated)"
     else:

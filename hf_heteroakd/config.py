@@ -78,6 +78,12 @@ class HeteroAKDConfig(TrainingArguments):
         default="float16", metadata={"help": "Precision of the values stored by --teacher_logits_cache."}
     )
     remove_unused_columns: bool = field(default=False, metadata={"help": "Keep the pixel_values/labels columns."})
+    dataloader_drop_last: bool = field(
+        default=True,
+        metadata={"help": "Drop the last incomplete training batch of each epoch (as CIRKD and mmseg do): a "
+                          "batch of one sample cannot train the BatchNorm after a global pooling (DeepLabV3's image "
+                          "pooling, PSPNet's and UperNet's 1x1 bin). Evaluation always covers every sample."},
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -64,7 +64,16 @@ def preflight(
         model = trainer.model.train()
         # Leave the run as it was: BatchNorm statistics restored, gradients dropped, nothing logged.
         buffers = {name: buffer.clone() for name, buffer in model.named_buffers()}
-        loss = trainer.compute_loss(model, batch)
+        try:
+            loss = trainer.compute_loss(model, batch)
+        except ValueError as err:
+            if "Expected more than 1 value per channel" not in str(err):  # torch's BatchNorm check
+                raise
+            raise HeteroAKDError(
+                "the student has a BatchNorm after a global pooling (DeepLabV3's image pooling, PSPNet's or "
+                "UperNet's 1x1 bin), which cannot train on one sample per device: set "
+                "--per_device_train_batch_size 2 or more"
+            ) from None
         loss.backward()
         model.zero_grad(set_to_none=True)
         trainer._loss_terms.clear()

@@ -334,6 +334,13 @@ class HeteroAKDTrainer(Trainer):
     def get_train_dataloader(self) -> DataLoader:
         """The Trainer's loader; for a stream, a loader of this process's share of it."""
         if not isinstance(self.train_dataset, StreamingSegmentationDataset):
+            batch = self._train_batch_size * self.args.world_size
+            if self.args.dataloader_drop_last and len(self.train_dataset) < batch:
+                raise HeteroAKDError(
+                    f"the training split has {len(self.train_dataset)} samples, fewer than one batch of {batch} "
+                    f"({self._train_batch_size} per device x {self.args.world_size} process(es)), and incomplete "
+                    "batches are dropped: lower --per_device_train_batch_size, or pass --dataloader_drop_last false"
+                )
             return super().get_train_dataloader()
         # Not through accelerate, which would have process 0 read every batch and dispatch it to the others.
         return _StreamLoader(
@@ -342,6 +349,7 @@ class HeteroAKDTrainer(Trainer):
             collate_fn=self.data_collator,
             num_workers=self.args.dataloader_num_workers,
             pin_memory=self.args.dataloader_pin_memory,
+            drop_last=self.args.dataloader_drop_last,
         )
 
     def get_eval_dataloader(self, eval_dataset: str | Dataset | None = None) -> DataLoader:

@@ -73,6 +73,12 @@ CASES = {
                                                    "--trust_remote_code"),
     "teacher with pickle weights only": (lambda t, d, s: ["--dataset", d, "--teacher", s["pickle_teacher"]],
                                         "--allow_pickle_weights"),
+    "one sample per device for a pooling BatchNorm": (lambda t, d, s: ["--distill_method", "none", "--dataset", d,
+                                                                        "--per_device_train_batch_size", "1"],
+                                                       "--per_device_train_batch_size 2 or more"),
+    "training split smaller than one batch": (lambda t, d, s: ["--distill_method", "none", "--dataset",
+                                                               s["three_samples"], "--per_device_train_batch_size",
+                                                               "4"], "fewer than one batch of 4"),
     "push while offline": (lambda t, d, s: ["--distill_method", "none", "--dataset", d, "--push_to_hub",
                                             "--hub_model_id", "me/student"], "HF_HUB_OFFLINE=1 is set"),
 }
@@ -102,6 +108,7 @@ def setups(tmp_path_factory, synthetic_dataset):
         "used_output": str(root / "used_output"),
         "remote_code": str(root / "remote_code"),
         "pickle_teacher": str(root / "pickle_teacher"),
+        "three_samples": str(write_dataset(root / "three_samples", [zeros, zeros + 1, zeros])),
     }
 
 
@@ -130,3 +137,12 @@ def test_debug_mode_raises_with_the_traceback(tmp_path, monkeypatch):
     monkeypatch.setenv("HETEROAKD_DEBUG", "1")
     with pytest.raises(HeteroAKDError, match="was not found"):
         run(tmp_path, "--distill_method", "none", "--dataset", str(tmp_path / "nowhere"))
+
+
+def test_an_incomplete_last_batch_is_dropped(tmp_path, setups):
+    # 3 samples in batches of 2: the last batch would hold one sample, which DeepLabV3's image-pooling
+    # BatchNorm cannot train on; it is dropped, so each epoch is one step.
+    flags = ["--distill_method", "none", "--dataset", setups["three_samples"], "--max_steps", "-1",
+             "--num_train_epochs", "3", "--save_strategy", "no"]
+    assert run(tmp_path, *flags) == 0
+    assert json.loads((tmp_path / "out" / "trainer_state.json").read_text())["global_step"] == 3

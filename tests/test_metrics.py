@@ -16,26 +16,25 @@ from hf_heteroakd.metrics import MeanIoU, MeanIoUForTrainer
 
 # --------------------------------------------------------------------------- reference
 def _ref_intersect_and_union(pred_label, label, num_labels, ignore_index, label_map=None, reduce_labels=False):
-    """Copy of evaluate's ``mean_iou.intersect_and_union`` (one image)."""
-    pred_label = np.array(pred_label)
-    label = np.array(label)
-    if label_map is not None:
-        original_label = label.copy()
-        for old_id, new_id in label_map.items():
-            label[original_label == old_id] = new_id
+    """One image's per-class (intersection, union, predicted, labelled) areas by evaluate's ``mean_iou``
+    definition, written here from it: ``label_map`` (every mapping reads the original ids), then
+    ``reduce_labels``, then the ignored pixels dropped, then ``np.histogram`` over ``[0, num_labels - 1]``
+    with ``num_labels`` bins, as evaluate counts (values outside that range fall out of every histogram)."""
+    pred, original = np.asarray(pred_label), np.asarray(label)
+    label = original.copy()
+    for old_id, new_id in (label_map or {}).items():
+        label[original == old_id] = new_id
     if reduce_labels:
-        label[label == 0] = 255
-        label = label - 1
-        label[label == 254] = 255
-    mask = np.not_equal(label, ignore_index)
-    pred_label = pred_label[mask]
-    label = label[mask]
-    intersect = pred_label[pred_label == label]
-    area_intersect = np.histogram(intersect, bins=num_labels, range=(0, num_labels - 1))[0]
-    area_pred_label = np.histogram(pred_label, bins=num_labels, range=(0, num_labels - 1))[0]
-    area_label = np.histogram(label, bins=num_labels, range=(0, num_labels - 1))[0]
-    area_union = area_pred_label + area_label - area_intersect
-    return area_intersect, area_union, area_pred_label, area_label
+        label = np.where(label == 0, 255, label - 1)
+        label = np.where(label == 254, 255, label)
+    kept = label != ignore_index
+    pred, label = pred[kept], label[kept]
+
+    def areas(values):
+        return np.histogram(values, bins=num_labels, range=(0, num_labels - 1))[0]
+
+    intersect, predicted, labelled = areas(pred[pred == label]), areas(pred), areas(label)
+    return intersect, predicted + labelled - intersect, predicted, labelled
 
 
 def reference_mean_iou(images_pred, images_label, num_labels, ignore_index, reduce_labels=False, label_map=None):
@@ -263,6 +262,33 @@ def test_mixed_numpy_and_torch_and_dtypes():
         else:
             metric.update(p, torch.from_numpy(l))
     assert_same(metric.compute(), reference_mean_iou(*images_of(batches), 6, 255))
+
+
+@pytest.mark.parametrize("label_map", [None, {65_539: 1}])  # bins fit int16; a far key needs int32 bins
+def test_every_input_dtype_and_inputs_left_untouched(label_map):
+    # update() narrows and clamps copies of the maps: any integer dtype gives the same counts, the caller's
+    # arrays are never written to, and read-only arrays (e.g. memory-mapped) are accepted.
+    rng = np.random.default_rng(12)
+    pred = rng.integers(-2, 8, size=(2, 9, 9))
+    label = rng.choice([0, 1, 2, 3, 4, 5, 255, -100, 65_539], size=(2, 9, 9))  # 65_539 wraps to 3 in int16
+    for pred_dtype, label_dtype in [(np.int8, np.int32), (np.int16, np.int64), (np.uint16, np.int64),
+                                    (np.int64, np.uint32), (np.uint8, np.int64)]:
+        p = (np.clip(pred, 0, None) if np.dtype(pred_dtype).kind == "u" else pred).astype(pred_dtype)
+        l = label if np.dtype(label_dtype).kind != "u" else np.where(label < 0, 255, label)
+        l = l.astype(label_dtype)
+        want = reference_mean_iou(list(p.astype(np.int64)), list(l.astype(np.int64)), 6, 255, label_map=label_map)
+        for as_torch in (False, True):
+            p_in, l_in = p.copy(), l.copy()
+            l_in.setflags(write=False)
+            p_in = torch.from_numpy(p_in) if as_torch else p_in
+            metric = MeanIoU(6, label_map=label_map)
+            metric.update(p_in, l_in)
+            assert_same(metric.compute(), want)
+            np.testing.assert_array_equal(p_in.numpy() if as_torch else p_in, p)
+            np.testing.assert_array_equal(l_in, l)
+    metric = MeanIoU(2)
+    metric.update(np.array([[True, False]]), np.array([[True, True]]))  # bool maps are 0/1 labels
+    assert metric.confusion_matrix.tolist() == [[0, 0, 0], [1, 1, 0], [0, 0, 0]]
 
 
 def test_confusion_matrix_and_reset():
