@@ -86,8 +86,10 @@ def one_hot_targets(
     """
     valid = (labels >= 0) & (labels < num_classes) & (labels != ignore_index)
     safe = torch.where(valid, labels, torch.zeros_like(labels)).long()
-    onehot = F.one_hot(safe, num_classes).permute(0, 3, 1, 2).float()
-    return onehot * valid[:, None], valid
+    # scatter_, not F.one_hot: one_hot reads the labels' min and max back on the host, a GPU sync every step.
+    onehot = torch.zeros(labels.shape[0], num_classes, *labels.shape[1:], device=labels.device)
+    onehot.scatter_(1, safe[:, None], valid[:, None].float())
+    return onehot, valid
 
 
 def reliability(logits: torch.Tensor, onehot: torch.Tensor) -> torch.Tensor:

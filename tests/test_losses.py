@@ -58,6 +58,16 @@ def test_task_loss_upsamples_and_ignores():
     torch.testing.assert_close(losses.task_loss(logits, labels), F.cross_entropy(up, labels, ignore_index=255))
 
 
+def test_one_hot_targets_mark_each_valid_label_and_nothing_else():
+    labels = torch.tensor([[[0, 2, 255], [-100, C, C - 1]]])  # (1, 2, 3): classes, ignored, out of range
+    onehot, valid = losses.one_hot_targets(labels, C)
+    assert onehot.shape == (1, C, 2, 3) and onehot.dtype == torch.float32
+    assert valid.tolist() == [[[True, True, False], [False, False, True]]]
+    expected = torch.zeros(1, C, 2, 3)
+    expected[0, 0, 0, 0] = expected[0, 2, 0, 1] = expected[0, C - 1, 1, 2] = 1.0
+    assert torch.equal(onehot, expected)
+
+
 def test_reliability_is_bce_with_logits_on_one_hot():
     z, labels = torch.randn(N, C, H, W), random_labels()
     onehot, valid = losses.one_hot_targets(labels, C)

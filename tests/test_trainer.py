@@ -203,3 +203,34 @@ def test_torch_compile_compiles_student_and_teacher(tmp_path, train_set):
     assert getattr(trainer.model_wrapped, "_orig_mod", None) is trainer.model  # the Trainer compiled the student
     logged = [entry for entry in trainer.state.log_history if "loss" in entry]
     assert len(logged) == 2 and all(torch.isfinite(torch.tensor(entry["loss_hakd"])) for entry in logged)
+
+
+class _HostSyncs(torch.utils._python_dispatch.TorchDispatchMode):
+    """Records the ops that read a tensor's value back on the host: on a GPU each one waits for the device."""
+
+    SYNCING = {torch.ops.aten._local_scalar_dense.default, torch.ops.aten.nonzero.default,
+               torch.ops.aten.masked_select.default}
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func in self.SYNCING:
+            self.seen.append(str(func))
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("method", ["heteroakd", "kd", "cwd", "none"])
+def test_compute_loss_reads_nothing_back_on_the_host(tmp_path, train_set, method):
+    # .item(), bool(tensor), boolean-mask indexing and the like would stall the GPU in every step's loss,
+    # teacher forward included. (training_step then reads one flag, whether the loss is finite, as the
+    # Trainer's own logging_nan_inf_filter does.)
+    trainer = make_trainer(tmp_path, train_set, method=method)
+    batch = trainer._prepare_inputs(batch_of(train_set))
+    with _HostSyncs() as syncs:
+        trainer.compute_loss(trainer.model, batch).backward()
+    assert syncs.seen == []
+    with _HostSyncs() as syncs:
+        float(torch.ones(2).sum())
+    assert syncs.seen == ["aten._local_scalar_dense.default"]  # the detector sees a read-back
