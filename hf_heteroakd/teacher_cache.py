@@ -156,10 +156,13 @@ class TeacherLogitsCache:
 
     def get(self, indices: Sequence[int], device: torch.device | str) -> TeacherOutputs:
         """The stored outputs of samples ``indices`` (B row indices), stacked and as float32 on ``device``."""
-        columns = [
-            torch.stack([self._read(index, name) for index in indices]).to(device, torch.float32)
-            for name in self._names
-        ]
+        device = torch.device(device)
+        columns = []
+        for name in self._names:
+            stacked = torch.stack([self._read(index, name) for index in indices])
+            if device.type == "cuda":  # a copy from pageable memory would wait for the GPU's queued work
+                stacked = stacked.pin_memory()
+            columns.append(stacked.to(device, non_blocking=True).float())
         return TeacherOutputs(logits=columns[0], features=columns[1:] or None)
 
     def _read(self, index: int, name: str) -> torch.Tensor:
