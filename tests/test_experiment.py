@@ -28,7 +28,8 @@ def test_experiment_runs_every_method_and_writes_table_and_plot(tmp_path):
         num_train=8, num_validation=4, batch_size=2,
     )
     assert list(results["summary"]) == methods
-    for method, runs in results["runs"].items():
+    assert list(results["runs"]) == methods
+    for runs in results["runs"].values():
         assert [run["seed"] for run in runs] == [0, 1]
         for run in runs:
             assert [step for step, _ in run["curve"]] == [2, 4]
