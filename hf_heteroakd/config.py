@@ -78,6 +78,12 @@ class HeteroAKDConfig(TrainingArguments):
         default="float16", metadata={"help": "Precision of the values stored by --teacher_logits_cache."}
     )
     remove_unused_columns: bool = field(default=False, metadata={"help": "Keep the pixel_values/labels columns."})
+    sync_batchnorm: bool = field(
+        default=False,
+        metadata={"help": "With several GPUs, compute the student's and projectors' BatchNorm statistics over the "
+                          "whole batch of all processes (torch's SyncBatchNorm, as CIRKD trains); needs CUDA. "
+                          "No effect with one process."},
+    )
     dataloader_drop_last: bool = field(
         default=True,
         metadata={"help": "Drop the last incomplete training batch of each epoch (as CIRKD and mmseg do): a "

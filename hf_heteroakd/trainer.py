@@ -150,6 +150,13 @@ class HeteroAKDTrainer(Trainer):
         elif args.distill_method in ("kd", "cwd"):
             _check_num_labels(model, teacher_model)
         wrapper = StudentWithProjectors(model, projectors, args.hakd_stages)
+        if args.sync_batchnorm and args.world_size > 1:
+            if args.device.type != "cuda":
+                raise HeteroAKDError(
+                    "--sync_batchnorm synchronises BatchNorm across GPUs, and torch's SyncBatchNorm runs on CUDA "
+                    f"only (this run is on {args.device.type}): drop the flag"
+                )
+            wrapper = nn.SyncBatchNorm.convert_sync_batchnorm(wrapper)  # in place below the root; saves as BatchNorm
         if args.channels_last:
             wrapper.to(memory_format=torch.channels_last)  # conv outputs follow their weights' layout
         super().__init__(model=wrapper, args=args, **kwargs)

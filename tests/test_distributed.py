@@ -114,3 +114,17 @@ def test_checkpoint_student_folder_loads_alone(tmp_path, synthetic_dataset):
     ).train()
     model = AutoModelForSemanticSegmentation.from_pretrained(tmp_path / "checkpoint-1")
     assert not any("projector" in k for k in model.state_dict())
+
+
+@pytest.mark.slow
+def test_sync_batchnorm_across_cpu_processes_is_one_clear_error(tmp_path, tiny_segformer_dir, synthetic_dataset):
+    # torch's SyncBatchNorm has no CPU kernel: the run must say so, not fail inside the first forward.
+    result = launch(
+        str(REPO / "recipes" / "run_distill.py"), "--teacher", str(tiny_segformer_dir), "--student", "resnet18",
+        "--student_pretrained_backbone", "false", "--dataset", str(synthetic_dataset), "--output_dir",
+        str(tmp_path / "out"), "--crop_size", "32", "--max_steps", "1", "--do_train", "--report_to", "none",
+        "--sync_batchnorm",
+    )
+    assert result.returncode != 0
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert errors and all("--sync_batchnorm" in line and "CUDA" in line for line in errors), result.stderr[-3000:]

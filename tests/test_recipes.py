@@ -77,6 +77,7 @@ def test_recipe_parses_to_the_settings_it_states(recipe: Path, monkeypatch: pyte
         assert (args.learning_rate, args.weight_decay) == (2e-4, 1e-4)
     if not model_args.student.startswith(("mit-", "upernet-")):
         assert model_args.student_head == "deeplabv3" and model_args.student_output_stride == 8
+        assert args.sync_batchnorm  # CIRKD's SyncBatchNorm
 
     if args.distill_method == "none":  # a teacher-training recipe
         assert model_args.teacher is None

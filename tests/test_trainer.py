@@ -234,3 +234,20 @@ def test_compute_loss_reads_nothing_back_on_the_host(tmp_path, train_set, method
     with _HostSyncs() as syncs:
         float(torch.ones(2).sum())
     assert syncs.seen == ["aten._local_scalar_dense.default"]  # the detector sees a read-back
+
+
+def test_sync_batchnorm_is_a_no_op_with_one_process_and_a_synced_student_saves_as_batchnorm(tmp_path, train_set):
+    trainer = make_trainer(tmp_path, train_set, sync_batchnorm=True)
+    assert not any(isinstance(m, torch.nn.SyncBatchNorm) for m in trainer.model.modules())
+    # What --sync_batchnorm does with several GPUs: the converted student keeps its state-dict keys and
+    # saves as the plain BatchNorm model that from_pretrained rebuilds.
+    student = build_student("resnet18", ID2LABEL, pretrained_backbone=False)
+    synced = torch.nn.SyncBatchNorm.convert_sync_batchnorm(student)
+    assert synced is student and any(isinstance(m, torch.nn.SyncBatchNorm) for m in student.modules())
+    student.save_pretrained(tmp_path / "synced")
+    reloaded = AutoModelForSemanticSegmentation.from_pretrained(tmp_path / "synced")
+    assert not any(isinstance(m, torch.nn.SyncBatchNorm) for m in reloaded.modules())
+    expected = student.state_dict()
+    assert reloaded.state_dict().keys() == expected.keys()
+    for key, value in reloaded.state_dict().items():
+        assert torch.equal(value, expected[key]), key
