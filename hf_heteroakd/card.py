@@ -150,6 +150,7 @@ def run_summary(
             "per_device_train_batch_size": args.per_device_train_batch_size,
             "gradient_accumulation_steps": args.gradient_accumulation_steps,
             "world_size": args.world_size,
+            "sync_batchnorm": args.sync_batchnorm and args.world_size > 1,
             "learning_rate": args.learning_rate,
             "lr_scheduler_type": str(getattr(args.lr_scheduler_type, "value", args.lr_scheduler_type)),
             "warmup_steps": args.warmup_steps,
@@ -260,6 +261,8 @@ def _training_rows(run: dict[str, Any], state: dict[str, Any], results: dict[str
                             + (f" ({state['epoch']:.2f} epochs)" if state.get("epoch") else "")),
         ("batch size", f"{per_device} per device × {devices} device(s) × {accumulation} accumulation step(s) "
                        f"= {per_device * devices * accumulation}"),
+        *([("BatchNorm statistics", "over all devices (SyncBatchNorm)" if train.get("sync_batchnorm")
+            else "per device")] if devices > 1 else []),
         ("augmentation", "none (whole images)" if data.get("no_augmentation") else
                          f"random scale {scale_low}–{scale_high}, {height}×{width} crop, horizontal flip"
                          + (", photometric distortion" if data.get("photometric_distortion") else "")),

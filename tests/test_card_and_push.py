@@ -252,3 +252,17 @@ def test_trainer_push_to_hub_goes_through_the_same_upload(tmp_path, monkeypatch)
     assert trainer.push_to_hub() == f"https://huggingface.co/{REPO_ID}"
     (upload,) = hub.uploads
     assert upload["files"] == [name for name in PUSHED if name != "README.md"]  # no card: none is made up
+
+
+def test_card_states_how_batchnorm_statistics_were_computed_on_several_devices(finished_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run, ignore=shutil.ignore_patterns("*.safetensors"))
+    assert "BatchNorm statistics" not in (run / "README.md").read_text()  # one device: nothing to say
+    summary = json.loads((run / "heteroakd_run.json").read_text())
+    for synced, expected in ((False, "per device"), (True, "over all devices (SyncBatchNorm)")):
+        summary["training"].update(world_size=2, sync_batchnorm=synced)
+        (run / "heteroakd_run.json").write_text(json.dumps(summary))
+        assert card_main([str(run)]) == 0
+        text = (run / "README.md").read_text()
+        assert f"| BatchNorm statistics | {expected} |" in text
+        assert "| batch size | 2 per device × 2 device(s)" in text
