@@ -36,10 +36,12 @@ def resize_labels(labels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 def task_loss(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
     """L_task: cross-entropy of (N, C, h, w) logits upsampled to the (N, H, W) labels; scalar.
 
-    Pixels equal to ``ignore_index`` do not count, as in transformers' segmentation models.
+    Pixels equal to ``ignore_index`` do not count, as in transformers' segmentation models; a batch
+    without any other pixel gives 0 (not the NaN of a mean over nothing), so its distillation terms still train.
     """
     logits = resize_logits(logits.float(), labels.shape[-2:])
-    return F.cross_entropy(logits, labels.long(), ignore_index=ignore_index)
+    total = F.cross_entropy(logits, labels.long(), ignore_index=ignore_index, reduction="sum")
+    return total / (labels != ignore_index).sum().clamp_min(1)
 
 
 def pixel_kd_loss(

@@ -400,7 +400,7 @@ class HeteroAKDTrainer(Trainer):
             )
         num_valid = (labels != self.args.ignore_index).sum()
         loss = losses.task_loss(logits, labels, self.args.ignore_index)
-        self._eval_loss += torch.stack([loss.double().nan_to_num() * num_valid, num_valid.double()])
+        self._eval_loss += torch.stack([loss.double() * num_valid, num_valid.double()])
         self._eval_metric.update(losses.resize_logits(logits, labels.shape[-2:]).argmax(dim=1), labels)
         return None, None, None
 

@@ -251,3 +251,18 @@ def test_sync_batchnorm_is_a_no_op_with_one_process_and_a_synced_student_saves_a
     assert reloaded.state_dict().keys() == expected.keys()
     for key, value in reloaded.state_dict().items():
         assert torch.equal(value, expected[key]), key
+
+
+@pytest.mark.parametrize("method", ["heteroakd", "kd", "cwd", "none"])
+def test_a_batch_without_labelled_pixels_trains_on_the_teacher_alone(tmp_path, train_set, method):
+    # e.g. random crops of wholly unlabelled regions: a finite loss (not a skipped, NaN step), task term 0.
+    trainer = make_trainer(tmp_path, train_set, method=method)
+    batch = batch_of(train_set)
+    batch["labels"][:] = 255
+    loss = trainer.compute_loss(trainer.model, batch)
+    assert torch.isfinite(loss)
+    assert trainer._loss_terms["task"][-1] == 0.0
+    loss.backward()
+    grads = [p.grad for p in trainer.model.student.parameters() if p.grad is not None]
+    assert all(torch.isfinite(g).all() for g in grads)
+    assert any(g.abs().sum() > 0 for g in grads) == (method != "none")
