@@ -74,7 +74,7 @@ def _clamped_as(x: torch.Tensor, low: int, high: int, dtype: torch.dtype) -> tor
     if x.dtype == torch.bool or x.numel() == 0:
         narrow = True
     elif info.min <= torch.iinfo(x.dtype).min and torch.iinfo(x.dtype).max <= info.max:
-        narrow = True
+        narrow = True  # every value of x's type fits
     elif x.device.type == "cpu":
         # On the CPU a range check plus a narrowing cast reads int64 maps ~5x faster than torch's int64 clamp; on
         # an accelerator the check would cost a host-device sync, and clamping first is cheap.
