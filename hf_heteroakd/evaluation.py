@@ -8,6 +8,7 @@ from transformers import AutoImageProcessor, AutoModelForSemanticSegmentation
 
 from .data import load_segmentation_data
 from .metrics import MeanIoU
+from .teachers import weights_policy
 
 
 @torch.no_grad()
@@ -19,7 +20,7 @@ def evaluate_saved_student(
     Independent of the Trainer's evaluation loop: the image processor prepares each image and
     ``post_process_semantic_segmentation`` resizes the prediction to the label's size.
     """
-    model = AutoModelForSemanticSegmentation.from_pretrained(model_path, use_safetensors=True).eval()
+    model = AutoModelForSemanticSegmentation.from_pretrained(model_path, **weights_policy()).eval()
     processor = AutoImageProcessor.from_pretrained(model_path)
     rows = load_segmentation_data(dataset).splits[split]
     if max_samples is not None:

@@ -33,15 +33,24 @@ def resize_labels(labels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(labels[:, None].float(), size=size, mode="nearest")[:, 0].long()
 
 
+def task_loss_sum(
+    logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = IGNORE_INDEX
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(sum, count): the cross-entropy of (N, C, h, w) logits upsampled to the (N, H, W) labels, summed
+    over the pixels not equal to ``ignore_index``, and their number; two scalars, for means over batches."""
+    logits = resize_logits(logits.float(), labels.shape[-2:])
+    total = F.cross_entropy(logits, labels.long(), ignore_index=ignore_index, reduction="sum")
+    return total, (labels != ignore_index).sum()
+
+
 def task_loss(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
-    """L_task: cross-entropy of (N, C, h, w) logits upsampled to the (N, H, W) labels; scalar.
+    """L_task: the mean of :func:`task_loss_sum` over the labelled pixels; scalar.
 
     Pixels equal to ``ignore_index`` do not count, as in transformers' segmentation models; a batch
     without any other pixel gives 0 (not the NaN of a mean over nothing), so its distillation terms still train.
     """
-    logits = resize_logits(logits.float(), labels.shape[-2:])
-    total = F.cross_entropy(logits, labels.long(), ignore_index=ignore_index, reduction="sum")
-    return total / (labels != ignore_index).sum().clamp_min(1)
+    total, count = task_loss_sum(logits, labels, ignore_index)
+    return total / count.clamp_min(1)
 
 
 def pixel_kd_loss(

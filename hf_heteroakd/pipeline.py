@@ -269,16 +269,14 @@ def run_distillation(
                 split, num_labels, training_args.ignore_index, name, data_args.label_check_samples,
                 data.label_transform,
             )
-        if data_args.streaming:
-            splits[name] = StreamingSegmentationDataset(
-                split, transforms[name], num_labels, training_args.ignore_index, name, data.label_transform,
-                data_args.skip_bad_samples, shuffle_buffer=data_args.streaming_shuffle_buffer,
-            )
-        else:
-            splits[name] = SegmentationDataset(
-                split, transforms[name], num_labels, training_args.ignore_index, name, data.label_transform,
-                data_args.skip_bad_samples,
-            )
+        dataset_class, streaming_options = (
+            (StreamingSegmentationDataset, {"shuffle_buffer": data_args.streaming_shuffle_buffer})
+            if data_args.streaming else (SegmentationDataset, {})
+        )
+        splits[name] = dataset_class(
+            split, transforms[name], num_labels, training_args.ignore_index, name, data.label_transform,
+            data_args.skip_bad_samples, **streaming_options,
+        )
 
     processor = SegformerImageProcessor(
         do_resize=False, do_rescale=True, do_normalize=True, image_mean=list(mean), image_std=list(std),

@@ -398,9 +398,8 @@ class HeteroAKDTrainer(Trainer):
                 self.accelerator.unwrap_model(model), inputs["pixel_values"], self.args.eval_crop_size,
                 self.args.eval_stride, self.args.eval_flip,
             )
-        num_valid = (labels != self.args.ignore_index).sum()
-        loss = losses.task_loss(logits, labels, self.args.ignore_index)
-        self._eval_loss += torch.stack([loss.double() * num_valid, num_valid.double()])
+        loss_sum, num_valid = losses.task_loss_sum(logits, labels, self.args.ignore_index)
+        self._eval_loss += torch.stack([loss_sum.double(), num_valid.double()])
         self._eval_metric.update(losses.resize_logits(logits, labels.shape[-2:]).argmax(dim=1), labels)
         return None, None, None
 
