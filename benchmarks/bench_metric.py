@@ -78,15 +78,17 @@ def evaluate_modules() -> dict[str, object]:
     return modules
 
 
-def timed(fn, repeats: int) -> tuple[float, object]:
-    """(median seconds of ``repeats`` calls after a warm-up, the last call's result)."""
-    fn()
-    times = []
+def timed_side_by_side(rows: dict, repeats: int) -> dict[str, tuple[float, object]]:
+    """``{row: (median seconds, last result)}``: a warm-up call of each row, then ``repeats`` rounds that call every
+    row once, so that the machine's changing load weighs on all rows alike."""
+    results = {name: fn() for name, fn in rows.items()}
+    times = {name: [] for name in rows}
     for _ in range(repeats):
-        start = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), result
+        for name, fn in rows.items():
+            start = time.perf_counter()
+            results[name] = fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: (statistics.median(times[name]), results[name]) for name in rows}
 
 
 def main() -> None:
@@ -134,13 +136,13 @@ def main() -> None:
     rows = {STREAMING: streaming, ONE_THREAD: one_thread, **{name: with_evaluate(module) for name, module in modules.items()}, BARE: bare_numpy}
     with warnings.catch_warnings():  # datasets warns that it stores int64 maps as int32 images, for Pillow
         warnings.simplefilter("ignore", UserWarning)
-        timings = {name: timed(fn, args.repeats) for name, fn in rows.items()}
+        timings = timed_side_by_side(rows, args.repeats)
     for name, (_, result) in timings.items():
         for key in KEYS:  # the same counts, divided the same way: equal to the last bit
             np.testing.assert_array_equal(timings[STREAMING][1][key], result[key], err_msg=f"{name}: {key}")
 
     print(f"{args.images} predictions of {args.height}x{args.width} (int64), {args.classes} classes, "
-          f"fed in batches of {args.batch}; median of {args.repeats}; torch at {torch.get_num_threads()} threads")
+          f"fed in batches of {args.batch}; median of {args.repeats} rounds; torch at {torch.get_num_threads()} threads")
     width = max(map(len, rows)) + 2
     print(f"{'implementation':<{width}}{'seconds':>9}{'/ streaming':>13}")
     ours = timings[STREAMING][0]

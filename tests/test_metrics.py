@@ -286,6 +286,13 @@ def test_every_input_dtype_and_inputs_left_untouched(label_map):
             assert_same(metric.compute(), want)
             np.testing.assert_array_equal(p_in.numpy() if as_torch else p_in, p)
             np.testing.assert_array_equal(l_in, l)
+    # Maps with nothing to clamp, already in the type the pairs are built in, are used as they are: still untouched.
+    p, l = (torch.from_numpy(rng.integers(0, 6, size=(2, 9, 9))).to(torch.int16) for _ in range(2))
+    p_in, l_in = p.clone(), l.clone()
+    metric = MeanIoU(6)
+    metric.update(p_in, l_in)
+    assert_same(metric.compute(), reference_mean_iou(list(p.numpy()), list(l.numpy()), 6, 255))
+    assert torch.equal(p_in, p) and torch.equal(l_in, l)
     metric = MeanIoU(2)
     metric.update(np.array([[True, False]]), np.array([[True, True]]))  # bool maps are 0/1 labels
     assert metric.confusion_matrix.tolist() == [[0, 0, 0], [1, 1, 0], [0, 0, 0]]
