@@ -348,6 +348,29 @@ def test_cuda_inputs():
     assert_same(result, reference_mean_iou(*images_of(batches), 6, 255))
 
 
+@pytest.mark.parametrize("dtype", [torch.bool, torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64])
+@pytest.mark.parametrize("bounds", [(-1, 19), (-102, 257)])  # a prediction's and a reference's in update()
+def test_both_clamping_paths_equal_numpy_clip(dtype, bounds):
+    # update() clamps on the CPU after a range check (_clamp_into) and on an accelerator without one
+    # (_clamped_as); both are run here on the CPU, on values that span each input type.
+    from hf_heteroakd.metrics import _clamp_into, _clamped_as
+
+    low, high = bounds
+    if dtype == torch.bool:
+        values = torch.tensor([True, False, True])
+    else:
+        info = torch.iinfo(dtype)
+        values = torch.tensor([info.min, info.min + 1, -103, -2, -1, 0, 5, 19, 20, 257, 258, info.max - 1, info.max])
+        values = values.clamp(info.min, info.max).to(dtype)
+    expected = np.clip(values.numpy().astype(np.int64), low, high)
+    for out_dtype in (torch.int16, torch.int32):
+        out = torch.full((len(values),), 12345, dtype=out_dtype)
+        np.testing.assert_array_equal(_clamp_into(values.reshape(1, -1), low, high, out).numpy(), expected)
+        clamped = _clamped_as(values.reshape(1, -1), low, high, out_dtype)
+        assert clamped.dtype == out_dtype
+        np.testing.assert_array_equal(clamped.numpy(), expected)
+
+
 # --------------------------------------------------------------------------- trainer adapter
 def test_trainer_adapter_batches_flattens_and_resets():
     rng = np.random.default_rng(7)
