@@ -1,6 +1,7 @@
 """Streaming MeanIoU vs ``evaluate``'s ``mean_iou``, on the same random predictions.
 
     python benchmarks/bench_metric.py [--images 8] [--batch 2] [--height 512] [--width 1024] [--classes 19] [--repeats 9]
+                                      [--baseline OLD_METRICS_PY]
 
 Rows, each fed the same int64 maps batch by batch (argmax output and collated labels), results asserted equal:
 
@@ -13,7 +14,9 @@ Rows, each fed the same int64 maps batch by batch (argmax output and collated la
   ``add_batch`` encodes every map into evaluate's Arrow table and ``compute()`` decodes them back, as the real
   one does, then runs the per-image numpy reference of the tests (the definition the script implements);
 * the same module with the declaration of evaluate < 0.4.2, ``Sequence(Sequence(Value("uint16")))``;
-* the bare per-image numpy reference (``np.histogram`` per image), no storage.
+* the bare per-image numpy reference (``np.histogram`` per image), no storage;
+* with ``--baseline FILE``, the ``MeanIoU`` of another version of ``hf_heteroakd/metrics.py`` (e.g.
+  ``git show REV:hf_heteroakd/metrics.py > old.py``), to measure a change before and after in one run.
 
 The last line is the headline: the speed ratios against the evaluate path and against the bare numpy loop.
 """
@@ -21,6 +24,8 @@ The last line is the headline: the speed ratios against the evaluate path and ag
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import random
 import statistics
 import sys
 import time
@@ -78,15 +83,26 @@ def evaluate_modules() -> dict[str, object]:
     return modules
 
 
+def metric_class_from(path: str) -> type:
+    """The ``MeanIoU`` class defined in the file at ``path``."""
+    spec = importlib.util.spec_from_file_location("baseline_metrics", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.MeanIoU
+
+
 def timed_side_by_side(rows: dict, repeats: int) -> dict[str, tuple[float, object]]:
     """``{row: (median seconds, last result)}``: a warm-up call of each row, then ``repeats`` rounds that call every
-    row once, so that the machine's changing load weighs on all rows alike."""
+    row once, in an order shuffled each round, so that neither the machine's changing load nor the state the row
+    before leaves behind (caches, the allocator's free memory) weighs on one row more than on another."""
     results = {name: fn() for name, fn in rows.items()}
     times = {name: [] for name in rows}
+    order, shuffle = list(rows), random.Random(0).shuffle
     for _ in range(repeats):
-        for name, fn in rows.items():
+        shuffle(order)
+        for name in order:
             start = time.perf_counter()
-            results[name] = fn()
+            results[name] = rows[name]()
             times[name].append(time.perf_counter() - start)
     return {name: (statistics.median(times[name]), results[name]) for name in rows}
 
@@ -99,6 +115,7 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=1024)
     parser.add_argument("--classes", type=int, default=19)
     parser.add_argument("--repeats", type=int, default=9)
+    parser.add_argument("--baseline", help="another version of hf_heteroakd/metrics.py, timed as one more row")
     args = parser.parse_args()
 
     rng = np.random.default_rng(0)
@@ -108,11 +125,15 @@ def main() -> None:
     labels[rng.random(shape) < 0.1] = 255
     batches = [(predictions[i : i + args.batch], labels[i : i + args.batch]) for i in range(0, args.images, args.batch)]
 
-    def streaming():
-        metric = MeanIoU(args.classes)
-        for preds, refs in batches:
-            metric.update(torch.from_numpy(preds), torch.from_numpy(refs))
-        return metric.compute()
+    def streaming_with(metric_class: type):
+        def run():
+            metric = metric_class(args.classes)
+            for preds, refs in batches:
+                metric.update(torch.from_numpy(preds), torch.from_numpy(refs))
+            return metric.compute()
+        return run
+
+    streaming = streaming_with(MeanIoU)
 
     def one_thread():
         threads = torch.get_num_threads()
@@ -133,7 +154,11 @@ def main() -> None:
         return reference_mean_iou(list(predictions), list(labels), args.classes, 255)
 
     modules = evaluate_modules()
-    rows = {STREAMING: streaming, ONE_THREAD: one_thread, **{name: with_evaluate(module) for name, module in modules.items()}, BARE: bare_numpy}
+    rows = {STREAMING: streaming, ONE_THREAD: one_thread}
+    if args.baseline:
+        rows[f"  MeanIoU of {args.baseline}"] = streaming_with(metric_class_from(args.baseline))
+    rows.update({name: with_evaluate(module) for name, module in modules.items()})
+    rows[BARE] = bare_numpy
     with warnings.catch_warnings():  # datasets warns that it stores int64 maps as int32 images, for Pillow
         warnings.simplefilter("ignore", UserWarning)
         timings = timed_side_by_side(rows, args.repeats)
@@ -142,7 +167,7 @@ def main() -> None:
             np.testing.assert_array_equal(timings[STREAMING][1][key], result[key], err_msg=f"{name}: {key}")
 
     print(f"{args.images} predictions of {args.height}x{args.width} (int64), {args.classes} classes, "
-          f"fed in batches of {args.batch}; median of {args.repeats} rounds; torch at {torch.get_num_threads()} threads")
+          f"fed in batches of {args.batch}; median of {args.repeats} rounds in shuffled order; torch at {torch.get_num_threads()} threads")
     width = max(map(len, rows)) + 2
     print(f"{'implementation':<{width}}{'seconds':>9}{'/ streaming':>13}")
     ours = timings[STREAMING][0]

@@ -67,31 +67,23 @@ def _integer_tensor(x: ArrayLike, device: torch.device) -> torch.Tensor:
     return x.detach().to(device)
 
 
-def _clamp_into(x: torch.Tensor, low: int, high: int, out: torch.Tensor) -> torch.Tensor:
-    """``out`` (1-D, of ``x.numel()`` elements, of an integer type that holds ``[low, high]``) filled with ``x``
-    (integers, any shape) clamped to ``[low, high]``; ``x`` is never written to."""
-    x = x.reshape(-1)
-    if x.numel() == 0:
-        return out
-    # A range check plus a narrowing copy reads an int64 map ~5x faster than torch's int64 clamp on the CPU, and
-    # label maps seldom hold a value to clamp: then the copy is the only other pass.
-    smallest, largest = (int(v) for v in torch.aminmax(x))
-    info = torch.iinfo(out.dtype)
-    if not (info.min <= smallest and largest <= info.max):
-        return out.copy_(x.clamp(low, high))
-    out.copy_(x)
-    if smallest < low or high < largest:
-        out.clamp_(low, high)
-    return out
-
-
 def _clamped_as(x: torch.Tensor, low: int, high: int, dtype: torch.dtype) -> torch.Tensor:
-    """``x`` (integers) flattened, clamped to ``[low, high]`` and as ``dtype`` (which holds that range), with no
-    range check; ``x`` is never written to."""
-    x = x.reshape(-1)
-    wide, own = torch.iinfo(dtype), torch.iinfo(x.dtype) if x.dtype != torch.bool else torch.iinfo(torch.uint8)
-    if wide.min <= own.min and own.max <= wide.max:
-        return x.to(dtype).clamp(low, high)  # cast first: x's own type may not hold the bounds (uint8 and -1)
+    """``x`` (integers) flattened, clamped to ``[low, high]`` and stored as ``dtype`` (which holds that range): a new
+    tensor, ``x`` is never written to."""
+    x, info = x.reshape(-1), torch.iinfo(dtype)
+    if x.dtype == torch.bool or x.numel() == 0:
+        narrow = True
+    elif info.min <= torch.iinfo(x.dtype).min and torch.iinfo(x.dtype).max <= info.max:
+        narrow = True  # every value of x's type fits
+    elif x.device.type == "cpu":
+        # On the CPU a range check plus a narrowing cast reads int64 maps ~5x faster than torch's int64 clamp; on
+        # an accelerator the check would cost a host-device sync, and clamping first is cheap.
+        smallest, largest = torch.aminmax(x)
+        narrow = info.min <= int(smallest) and int(largest) <= info.max
+    else:
+        narrow = False
+    if narrow:
+        return x.to(dtype, copy=True).clamp_(low, high)
     return x.clamp(low, high).to(dtype)
 
 
@@ -141,10 +133,6 @@ class MeanIoU:
         cols = torch.tensor([n, *range(n), n])  # of prediction values -1 .. n: -1 and n are "other"
         # (R * (n + 2),): the flat cell of each bin; ignored references (row n + 1) land past the matrix.
         self._bin_cells = (rows[:, None] * (n + 1) + cols).clamp_max((n + 1) ** 2).reshape(-1)
-        # The narrowest type that holds every bin: int16 for the usual ids, so each pass moves 2 bytes a pixel.
-        bins = len(self._bin_cells)
-        self._index_dtype = next(t for t in (torch.int16, torch.int32, torch.int64) if bins <= torch.iinfo(t).max)
-        self._buffers: torch.Tensor | None = None  # (3, pixels) of _index_dtype, reused by CPU updates
 
     # ------------------------------------------------------------------ state
     @property
@@ -176,7 +164,6 @@ class MeanIoU:
     def reset(self) -> None:
         """Forget everything accumulated so far."""
         self._confusion_matrix = None
-        self._buffers = None
 
     # ----------------------------------------------------------------- update
     def update(self, predictions: ArrayLike, references: ArrayLike) -> None:
@@ -194,8 +181,13 @@ class MeanIoU:
                 f"predictions and references must have the same shape, got {tuple(preds.shape)} "
                 f"and {tuple(refs.shape)}"
             )
-        n = self.num_labels
-        counts = torch.bincount(self._pair_bins(preds, refs), minlength=len(self._bin_cells))
+        n, width, bins = self.num_labels, self.num_labels + 2, len(self._bin_cells)
+        # The narrowest type that holds every bin: int16 for the usual ids, so each pass moves 2 bytes a pixel.
+        dtype = next(t for t in (torch.int16, torch.int32, torch.int64) if bins <= torch.iinfo(t).max)
+        # The bin of each pixel's (reference, prediction) value pair, from 0.
+        index = torch.add(_clamped_as(preds, -1, n, dtype), _clamped_as(refs, self._lo, self._hi, dtype), alpha=width)
+        index += 1 - self._lo * width
+        counts = torch.bincount(index, minlength=bins)
         if self._bin_cells.device != counts.device:
             self._bin_cells = self._bin_cells.to(counts.device)
         cells = torch.zeros((n + 1) ** 2 + 1, dtype=torch.int64, device=counts.device)
@@ -205,21 +197,6 @@ class MeanIoU:
             self._confusion_matrix = counts
         else:
             self._confusion_matrix += counts.to(self._confusion_matrix.device)
-
-    def _pair_bins(self, preds: torch.Tensor, refs: torch.Tensor) -> torch.Tensor:
-        """The bin of each pixel's (reference, prediction) value pair, from 0: 1-D, of ``_index_dtype``."""
-        n, width, dtype = self.num_labels, self.num_labels + 2, self._index_dtype
-        if refs.device.type == "cpu":
-            # Buffers kept from the last batch: fresh ones cost a page fault per 4 KiB, about as much as the copies.
-            pixels = refs.numel()
-            if self._buffers is None or self._buffers.shape[1] < pixels:
-                self._buffers = torch.empty((3, pixels), dtype=dtype)
-            pred_buf, ref_buf, index = self._buffers[:, :pixels]
-            preds, refs = _clamp_into(preds, -1, n, pred_buf), _clamp_into(refs, self._lo, self._hi, ref_buf)
-            index = torch.add(preds, refs, alpha=width, out=index)
-        else:  # a range check would cost a host-device sync; an accelerator clamps every pixel instead
-            index = torch.add(_clamped_as(preds, -1, n, dtype), _clamped_as(refs, self._lo, self._hi, dtype), alpha=width)
-        return index.reshape(-1).add_(1 - self._lo * width)
 
     def _reference_rows(self, refs: torch.Tensor) -> torch.Tensor:
         """The matrix row of each reference value of ``refs`` (1-D int64): its class in ``[0, n)``, ``n``
