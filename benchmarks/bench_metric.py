@@ -167,7 +167,8 @@ def main() -> None:
             np.testing.assert_array_equal(timings[STREAMING][1][key], result[key], err_msg=f"{name}: {key}")
 
     print(f"{args.images} predictions of {args.height}x{args.width} (int64), {args.classes} classes, "
-          f"fed in batches of {args.batch}; median of {args.repeats} rounds in shuffled order; torch at {torch.get_num_threads()} threads")
+          f"fed in batches of {args.batch}; median of {args.repeats} rounds in shuffled order; "
+          f"torch at {torch.get_num_threads()} threads")
     width = max(map(len, rows)) + 2
     print(f"{'implementation':<{width}}{'seconds':>9}{'/ streaming':>13}")
     ours = timings[STREAMING][0]

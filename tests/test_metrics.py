@@ -286,7 +286,7 @@ def test_every_input_dtype_and_inputs_left_untouched(label_map):
             assert_same(metric.compute(), want)
             np.testing.assert_array_equal(p_in.numpy() if as_torch else p_in, p)
             np.testing.assert_array_equal(l_in, l)
-    # Maps with nothing to clamp, already in the type the pairs are built in, are used as they are: still untouched.
+    # Maps already in the type the pairs are built in (int16), with nothing to clamp: still untouched.
     p, l = (torch.from_numpy(rng.integers(0, 6, size=(2, 9, 9))).to(torch.int16) for _ in range(2))
     p_in, l_in = p.clone(), l.clone()
     metric = MeanIoU(6)
