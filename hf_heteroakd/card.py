@@ -143,6 +143,9 @@ def run_summary(
             "kem": args.kem,
             "kem_axis": args.kem_axis,
             "hakd_activation": args.hakd_activation,
+            "hakd_stride": args.hakd_stride,
+            "proj_loss": args.proj_loss,
+            "teacher_projector_fit_steps": args.teacher_projector_fit_steps,
             "projector_channels": args.projector_channels,
         },
         "training": {
@@ -244,6 +247,12 @@ def _method_rows(distill: dict[str, Any]) -> list[tuple[str, Any]]:
             ("knowledge evaluation, KEM (`kem`)",
              f"on, over the {distill['kem_axis']} axis" if distill["kem"] else "off"),
             ("per-class terms of L_hakd (`hakd_activation`)", distill["hakd_activation"]),
+            ("grid of the projected maps (`hakd_stride`)",
+             "the student's stage grid" if distill.get("hakd_stride") is None
+             else f"the label grid / {distill['hakd_stride']}"),
+            ("label supervision of the projected maps (`proj_loss`)", distill.get("proj_loss", "bce")),
+            ("teacher projectors fitted first (`teacher_projector_fit_steps`)",
+             f"{distill.get('teacher_projector_fit_steps', 0)} steps"),
             ("projector hidden channels (`projector_channels`)", distill["projector_channels"]),
         ]
     return rows

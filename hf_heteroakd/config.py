@@ -15,7 +15,7 @@ class HeteroAKDConfig(TrainingArguments):
     """TrainingArguments plus the distillation options.
 
     The total loss is ``L_task + lambda_kd·L_kd + lambda_hakd·L_hakd + lambda_proj·L_proj``;
-    the README's "Fidelity" section says which defaults are the paper's and which are readings.
+    docs/method.md says which defaults are the paper's, which are public readings and which are ours.
     """
 
     distill_method: Literal["heteroakd", "kd", "cwd", "none"] = field(
@@ -34,6 +34,25 @@ class HeteroAKDConfig(TrainingArguments):
         default_factory=lambda: [-1],
         metadata={"help": "Backbone stages distilled by L_hakd (Python indices; -1 is the last stage). Summed."},
     )
+    hakd_stride: int | None = field(
+        default=None,
+        metadata={"help": "Compare the projected maps on the label grid divided by this stride (1: the label grid), "
+                  "both resized bilinearly; unset: on the student's stage grid."},
+    )
+    proj_loss: Literal["ce", "bce"] = field(
+        default="bce",
+        metadata={"help": "Label supervision of the projected maps (L_proj): softmax cross-entropy (ce), or the "
+                  "class mean of the one-vs-rest reliability H (bce)."},
+    )
+    teacher_projector_fit_steps: int = field(
+        default=0,
+        metadata={"help": "Steps that fit the teacher's projectors to the labels on the frozen teacher (L_proj of "
+                  "Z^T alone) before the student's first step, so that knowledge mixing starts from a map that has "
+                  "read the teacher; 0: both projectors start random together."},
+    )
+    teacher_projector_fit_lr: float = field(
+        default=1e-3, metadata={"help": "AdamW learning rate of --teacher_projector_fit_steps."}
+    )
     kmm: bool = field(default=True, metadata={"help": "Teacher-student knowledge mixing; off: Z^mix = Z^T."})
     kem: bool = field(default=True, metadata={"help": "Teacher-student knowledge evaluation; off: uniform weights."})
     kem_axis: Literal["class", "spatial"] = field(
@@ -43,7 +62,7 @@ class HeteroAKDConfig(TrainingArguments):
         default="sigmoid",
         metadata={"help": "Per-class soft targets of L_hakd: one-vs-rest sigmoid (default), whose class terms "
                   "KEM's weights cannot pull away from the target, or softmax over classes (the spec's literal "
-                  "reading, which KEM's weights destabilise; see the README's Fidelity section)."},
+                  "reading, which KEM's weights destabilise; see docs/method.md)."},
     )
     kmm_eps: float = field(default=1e-6, metadata={"help": "ε in S_T = H_S / (H_T + H_S + ε)."})
     projector_channels: int = field(default=256, metadata={"help": "Hidden channels of the stage projectors."})

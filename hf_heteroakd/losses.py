@@ -2,7 +2,7 @@
 
 Shapes: N batch, C classes, (h, w) a logits or feature grid, (H, W) the label grid.
 Every function computes in float32 whatever the input dtype, so the terms stay finite
-under bf16/fp16 autocast. Symbols follow ``shared/heteroakd-method.md``:
+under bf16/fp16 autocast. Symbols follow ``docs/method.md``:
 
     L_total = L_task + λ1·L_kd + λ2·L_hakd + λ_proj·L_proj
 """
@@ -17,6 +17,7 @@ import torch.nn.functional as F
 IGNORE_INDEX = 255
 KemAxis = Literal["class", "spatial"]
 HakdActivation = Literal["softmax", "sigmoid"]
+ProjLoss = Literal["ce", "bce"]
 
 
 def resize_logits(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -27,10 +28,15 @@ def resize_logits(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 
 def resize_labels(labels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Nearest resize of (N, H, W) integer labels to ``size``, keeping ignore values intact."""
+    """Nearest resize of (N, H, W) integer labels to ``size``, keeping ignore values intact.
+
+    "nearest-exact" reads each cell's centre, where :func:`resize_logits` (bilinear, align_corners=False)
+    and a strided feature map sit; "nearest" would read its top-left pixel, half a cell away (16 pixels on
+    a stride-32 grid).
+    """
     if tuple(labels.shape[-2:]) == tuple(size):
         return labels
-    return F.interpolate(labels[:, None].float(), size=size, mode="nearest")[:, 0].long()
+    return F.interpolate(labels[:, None].float(), size=size, mode="nearest-exact")[:, 0].long()
 
 
 def task_loss_sum(
@@ -187,11 +193,99 @@ def soft_target_terms(
     raise ValueError(f"activation must be 'softmax' or 'sigmoid', got {activation!r}")
 
 
+def projection_loss(
+    z: torch.Tensor, labels: torch.Tensor, onehot: torch.Tensor, valid: torch.Tensor, kind: ProjLoss = "ce"
+) -> torch.Tensor:
+    """L_proj of one projected map: its label supervision, averaged over the valid pixels; scalar.
+
+    Args:
+        z: (N, C, h, w) projected logits.
+        labels: (N, h, w) class indices on z's grid; onehot: (N, C, h, w) and valid: (N, h, w) from
+            :func:`one_hot_targets` of them.
+        kind: "ce", the softmax cross-entropy of a segmentation head; "bce", the class mean of the
+            reliability H(Z) (one-vs-rest sigmoid BCE), which lets a map predict background
+            everywhere once the background pixels dominate the mean.
+    """
+    num_valid = valid.sum().clamp_min(1)
+    if kind == "ce":
+        safe = torch.where(valid, labels, torch.zeros_like(labels)).long()
+        ce = F.cross_entropy(z.float(), safe, reduction="none")  # (N, h, w)
+        return (ce * valid).sum() / num_valid
+    if kind == "bce":
+        return (reliability(z, onehot).mean(dim=1) * valid).sum() / num_valid
+    raise ValueError(f"kind must be 'ce' or 'bce', got {kind!r}")
+
+
+def teacher_projection_loss(
+    z_t: torch.Tensor,
+    labels: torch.Tensor,
+    grid: tuple[int, int] | None = None,
+    kind: ProjLoss = "ce",
+    ignore_index: int = IGNORE_INDEX,
+) -> torch.Tensor:
+    """L_proj of the teacher's projected map alone, as in :func:`heteroakd_loss`, to fit its projector
+    before distillation; scalar. z_t (N, C, h, w) is resized to ``grid`` (None: its own), the (N, H, W)
+    labels with nearest."""
+    grid = tuple(z_t.shape[-2:]) if grid is None else tuple(grid)
+    grid_labels = resize_labels(labels, grid)
+    onehot, valid = one_hot_targets(grid_labels, z_t.shape[1], ignore_index)
+    return projection_loss(resize_logits(z_t.float(), grid), grid_labels, onehot, valid, kind)
+
+
+@torch.no_grad()
+def mixing_diagnostics(
+    z_s: torch.Tensor,
+    z_t: torch.Tensor,
+    h_s: torch.Tensor,
+    h_t: torch.Tensor,
+    s_t: torch.Tensor | None,
+    weights: torch.Tensor,
+    labels: torch.Tensor,
+    valid: torch.Tensor,
+) -> dict[str, torch.Tensor]:
+    """What KMM and KEM did on a batch, as scalars over the valid pixels (N, h, w).
+
+    S_T and H are read in each pixel's labelled class, and averaged per class first, then over the classes
+    present: in the other classes both maps are near-certain, and on the dominant class (background, road)
+    both are right, so a plain mean would sit near 0.5 whatever the teacher knows.
+
+    - ``s_t``: S_T of the labelled class (1: the mix is the teacher's map; 0.5: a midpoint);
+    - ``h_gap``: H(Z^T) − H(Z^S) of the labelled class (negative: the teacher's map is more reliable);
+    - ``w_max``: KEM's largest class weight, mean over pixels (1/C for uniform weights);
+    - ``acc_teacher``, ``acc_student``: the pixel accuracy of the argmax of Z^T and Z^S against the labels.
+
+    Shapes as in :func:`heteroakd_loss` after the resizes; ``s_t`` None means no mixing (S_T = 1).
+    """
+    count = valid.sum().clamp_min(1)
+    labelled = torch.where(valid, labels, torch.zeros_like(labels)).long()[:, None]  # (N, 1, h, w)
+    in_class = torch.zeros_like(s_t if s_t is not None else h_s).scatter_(1, labelled, valid[:, None].float())
+    class_pixels = in_class.sum(dim=(0, 2, 3))  # (C,)
+    present = (class_pixels > 0).sum().clamp_min(1)
+
+    def mean(per_pixel: torch.Tensor) -> torch.Tensor:
+        return (per_pixel.float() * valid).sum() / count
+
+    def class_balanced(per_class: torch.Tensor) -> torch.Tensor:
+        """The labelled class's value, averaged over each class's pixels, then over the classes present."""
+        per_label = (per_class * in_class).sum(dim=(0, 2, 3)) / class_pixels.clamp_min(1)
+        return per_label.sum() / present
+
+    return {
+        "s_t": class_balanced(s_t) if s_t is not None else valid.new_ones((), dtype=torch.float32),
+        "h_gap": class_balanced(h_t - h_s),
+        "w_max": mean(weights.amax(dim=1)),
+        "acc_teacher": mean(z_t.argmax(dim=1) == labels),
+        "acc_student": mean(z_s.argmax(dim=1) == labels),
+    }
+
+
 class HeteroAKDLosses(NamedTuple):
     hakd: torch.Tensor
     """L_hakd (Eq. 10), scalar."""
     proj: torch.Tensor
     """L_proj, the projectors' label supervision, scalar."""
+    diagnostics: dict[str, torch.Tensor]
+    """:func:`mixing_diagnostics` of the batch, scalars without gradient."""
 
 
 def heteroakd_loss(
@@ -205,6 +299,8 @@ def heteroakd_loss(
     ignore_index: int = IGNORE_INDEX,
     eps: float = 1e-6,
     activation: HakdActivation = "sigmoid",
+    grid: tuple[int, int] | None = None,
+    proj_loss: ProjLoss = "bce",
 ) -> HeteroAKDLosses:
     """L_hakd and L_proj for one stage, sharing the resizes and reliabilities they both need.
 
@@ -212,32 +308,39 @@ def heteroakd_loss(
     ``activation`` (:func:`soft_target_terms`) and K rescaling W so that its mean over the
     softmax axis is 1 (K = C for the class axis): with ``kmm=False, kem=False`` this is exactly the
     plain soft-target loss from Z^T (softmax cross-entropy, or per-class binary KL).
-    L_proj = mean_valid mean_c [H(Z^T) + H(Z^S)].
+    L_proj = :func:`projection_loss` of Z^T plus that of Z^S.
 
     Args:
         z_s: (N, C, h, w) the student's projected logits Z^S; gradient flows only through it
             (and, for L_proj, through z_t).
-        z_t: (N, C, h', w') the teacher's projected logits Z^T, resized bilinearly to (h, w).
-        labels: (N, H, W) class indices, resized with nearest to (h, w).
+        z_t: (N, C, h', w') the teacher's projected logits Z^T.
+        labels: (N, H, W) class indices.
         temperature: τ, for the soft targets and the τ² factor.
         kmm: mix teacher and student by reliability; off, Z^mix = Z^T.
         kem: weight classes by KEM; off, W is uniform.
         kem_axis: "class" or "spatial", the softmax axis of KEM.
         activation: the per-class soft-target terms, see :func:`soft_target_terms`.
+        grid: the (h, w) grid on which the maps are compared: both are resized bilinearly to it, the
+            labels with nearest. None: the student's grid (h, w).
+        proj_loss: the form of L_proj, see :func:`projection_loss`.
     """
     num_classes = z_s.shape[1]
-    grid = z_s.shape[-2:]
-    z_s = z_s.float()
+    grid = tuple(z_s.shape[-2:]) if grid is None else tuple(grid)
+    z_s = resize_logits(z_s.float(), grid)
     z_t = resize_logits(z_t.float(), grid)
-    onehot, valid = one_hot_targets(resize_labels(labels, grid), num_classes, ignore_index)
+    grid_labels = resize_labels(labels, grid)
+    onehot, valid = one_hot_targets(grid_labels, num_classes, ignore_index)
     num_valid = valid.sum().clamp_min(1)
 
     h_s = reliability(z_s, onehot)
     h_t = reliability(z_t, onehot)
-    proj = ((h_s + h_t).mean(dim=1) * valid).sum() / num_valid
+    proj = projection_loss(z_s, grid_labels, onehot, valid, proj_loss) + projection_loss(
+        z_t, grid_labels, onehot, valid, proj_loss
+    )
 
+    s_t = None
     if kmm:
-        z_mix, _ = knowledge_mixing(z_s, z_t, h_s, h_t, eps)
+        z_mix, s_t = knowledge_mixing(z_s, z_t, h_s, h_t, eps)
     else:
         z_mix = z_t.detach()
     if kem:
@@ -248,4 +351,5 @@ def heteroakd_loss(
     scale = num_classes if kem_axis == "class" else valid.flatten(1).sum(1)[:, None, None, None]
     per_pixel = (scale * weights * soft_target_terms(z_s, z_mix, temperature, activation)).sum(dim=1)
     hakd = (per_pixel * valid).sum() / num_valid * temperature**2
-    return HeteroAKDLosses(hakd=hakd, proj=proj)
+    diagnostics = mixing_diagnostics(z_s, z_t, h_s, h_t, s_t, weights, grid_labels, valid)
+    return HeteroAKDLosses(hakd=hakd, proj=proj, diagnostics=diagnostics)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 
 class LogitsProjector(nn.Sequential):
@@ -45,3 +48,36 @@ class HeteroAKDProjectors(nn.Module):
         z_s = [proj(f) for proj, f in zip(self.student, student_features)]
         z_t = [proj(f.to(dtype)) for proj, f in zip(self.teacher, teacher_features)]
         return z_s, z_t
+
+
+def fit_projectors(
+    projectors: nn.ModuleList,
+    batches: Iterable[tuple[list[torch.Tensor], torch.Tensor]],
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    steps: int,
+    lr: float,
+    progress: bool = False,
+) -> float:
+    """Trains ``projectors`` alone (one per stage) for ``steps`` AdamW steps; returns the last step's loss.
+
+    Args:
+        projectors: the projectors of one side, e.g. ``HeteroAKDProjectors.teacher``.
+        batches: (stage features, labels) pairs: a list of (N, C_k, h_k, w_k) maps, one per projector, and
+            (N, H, W) labels; iterated until ``steps`` are done.
+        loss_fn: (projected (N, C, h_k, w_k) logits, labels) → scalar loss; summed over the stages.
+    """
+    optimizer = torch.optim.AdamW(projectors.parameters(), lr=lr)
+    projectors.train()
+    loss = torch.zeros(())
+    with tqdm(total=steps, desc="fitting the teacher projectors", disable=not progress) as bar:
+        for step, (features, labels) in enumerate(batches, start=1):
+            dtype = projectors[0][0].weight.dtype  # the teacher may run in bf16 while projectors train in fp32
+            loss = torch.stack([loss_fn(proj(f.to(dtype)), labels) for proj, f in zip(projectors, features)]).sum()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            bar.update()
+            if step == steps:
+                break
+    projectors.zero_grad(set_to_none=True)
+    return loss.item()

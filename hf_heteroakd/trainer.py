@@ -6,7 +6,7 @@ import copy
 import os
 import tempfile
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,7 +26,7 @@ from .features import stage_channels, stage_features
 from .hub import push_student, resolve_repo_id
 from .inference import segmentation_logits
 from .metrics import MeanIoU, flatten_mean_iou
-from .projectors import HeteroAKDProjectors
+from .projectors import HeteroAKDProjectors, fit_projectors
 from .seeding import PerSampleSeed, SetEpochCallback
 from .teacher_cache import TeacherLogitsCache, TeacherOutputs, cache_key
 
@@ -96,6 +96,14 @@ def _pick_stages(channels: list[int], stages: list[int], role: str) -> list[int]
             f"{len(channels)} stages; use indices in [-{len(channels)}, {len(channels) - 1}]"
         )
     return [channels[i] for i in stages]
+
+
+def hakd_grid(label_size: tuple[int, int], stride: int | None) -> tuple[int, int] | None:
+    """The grid on which L_hakd compares the projected maps: the label grid divided by ``stride``
+    (rounded up); None for the student's own stage grid."""
+    if stride is None:
+        return None
+    return (-(-label_size[0] // stride), -(-label_size[1] // stride))
 
 
 class HeteroAKDTrainer(Trainer):
@@ -179,6 +187,7 @@ class HeteroAKDTrainer(Trainer):
         self.model_accepts_loss_kwargs = False
         self.loss_is_scaled_for_ga = False
         self._loss_terms: dict[str, list[torch.Tensor]] = defaultdict(list)
+        self._diagnostics: dict[str, list[torch.Tensor]] = defaultdict(list)
         self.nonfinite_steps = 0
         self.nonfinite_stop: str | None = None
 
@@ -245,28 +254,62 @@ class HeteroAKDTrainer(Trainer):
             terms["kd"] = losses.pixel_kd_loss(out.logits, teacher_out.logits, args.temperature)
             loss = loss + args.lambda_kd * terms["kd"]
         if args.distill_method == "heteroakd":
+            grid = hakd_grid(labels.shape[-2:], args.hakd_stride)
             per_stage = [
                 losses.heteroakd_loss(
                     z_s, z_t, labels, temperature=args.temperature, kmm=args.kmm, kem=args.kem,
                     kem_axis=args.kem_axis, ignore_index=args.ignore_index, eps=args.kmm_eps,
-                    activation=args.hakd_activation,
+                    activation=args.hakd_activation, grid=grid, proj_loss=args.proj_loss,
                 )
                 for z_s, z_t in zip(out.student_projected, out.teacher_projected)
             ]
             terms["hakd"] = torch.stack([s.hakd for s in per_stage]).sum()
             terms["proj"] = torch.stack([s.proj for s in per_stage]).sum()
             loss = loss + args.lambda_hakd * terms["hakd"] + args.lambda_proj * terms["proj"]
+            if model.training:
+                for name in per_stage[0].diagnostics:  # averaged over the stages
+                    value = torch.stack([s.diagnostics[name] for s in per_stage]).mean()
+                    self._diagnostics[f"hakd_{name}"].append(value)
 
         if model.training:
             for name, value in terms.items():
                 self._loss_terms[name].append(value.detach())
         return (loss, out) if return_outputs else loss
 
-    def train(self, *args: Any, **kwargs: Any) -> TrainOutput:
-        """The Trainer's ``train``; with ``teacher_logits_cache``, the cache is opened (built first if absent)."""
+    def train(self, resume_from_checkpoint: str | bool | None = None, **kwargs: Any) -> TrainOutput:
+        """The Trainer's ``train``; with ``teacher_logits_cache``, the cache is opened (built first if absent);
+        with ``teacher_projector_fit_steps``, a run that does not resume first fits the teacher's projectors."""
         if self.args.teacher_logits_cache is not None and self.teacher_cache is None:
             self.teacher_cache = self._open_teacher_cache()
-        return super().train(*args, **kwargs)
+        if self.projectors is not None and self.args.teacher_projector_fit_steps > 0 and not resume_from_checkpoint:
+            self.fit_teacher_projectors()
+        return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
+
+    def fit_teacher_projectors(self) -> float:
+        """Fits the teacher's projectors to the labels on the frozen teacher before the student's first step:
+        ``teacher_projector_fit_steps`` steps over training batches (:func:`fit_projectors`). Returns the last
+        step's loss. The random state is restored afterwards: the run's data order stays that of a run without it.
+        """
+        args = self.args
+
+        def batches() -> Iterator[tuple[list[torch.Tensor], torch.Tensor]]:
+            while True:
+                for inputs in self.get_train_dataloader():
+                    inputs = self._prepare_inputs(inputs)
+                    yield self.teacher_outputs(inputs).features, inputs["labels"]
+
+        def loss_fn(z_t: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+            grid = hakd_grid(labels.shape[-2:], args.hakd_stride)
+            return losses.teacher_projection_loss(z_t, labels, grid, args.proj_loss, args.ignore_index)
+
+        with torch.random.fork_rng(devices=[args.device] if args.device.type == "cuda" else []):
+            with self.compute_loss_context_manager():
+                loss = fit_projectors(
+                    self.projectors.teacher, batches(), loss_fn, args.teacher_projector_fit_steps,
+                    args.teacher_projector_fit_lr, progress=not args.disable_tqdm and self.is_local_process_zero(),
+                )
+        logger.info("teacher projectors fitted in %d steps: L_proj %.4f", args.teacher_projector_fit_steps, loss)
+        return loss
 
     def _open_teacher_cache(self) -> TeacherLogitsCache:
         """Opens ``--teacher_logits_cache``; the main process builds it first if needed, the others wait."""
@@ -330,12 +373,16 @@ class HeteroAKDTrainer(Trainer):
         return loss.new_zeros(())
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        """Adds each loss term, averaged since the last log and across processes, as ``loss_<term>``."""
-        if "loss" in logs and self._loss_terms:
-            for name, values in self._loss_terms.items():
-                mean = self.accelerator.reduce(torch.stack(values).mean(), reduction="mean")
-                logs[f"loss_{name}"] = round(mean.item(), 6)
+        """Adds each loss term as ``loss_<term>`` and each HeteroAKD diagnostic as ``hakd_<name>``
+        (:func:`~hf_heteroakd.losses.mixing_diagnostics`), averaged since the last log and across processes."""
+        if "loss" in logs:
+            logged = {f"loss_{name}": values for name, values in self._loss_terms.items()} | self._diagnostics
+            for name, values in logged.items():
+                if values:
+                    mean = self.accelerator.reduce(torch.stack(values).mean(), reduction="mean")
+                    logs[name] = round(mean.item(), 6)
             self._loss_terms.clear()
+            self._diagnostics.clear()
         super().log(logs, start_time)
 
     def get_train_dataloader(self) -> DataLoader:

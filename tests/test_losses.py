@@ -210,3 +210,54 @@ def test_sigmoid_form_without_kmm_and_kem_is_plain_per_class_binary_kl():
     kl = (p * (p / q).log() + (1 - p) * ((1 - p) / (1 - q)).log()).sum(1)
     torch.testing.assert_close(out.hakd.double(), kl[labels != 255].mean() * tau**2, rtol=1e-5, atol=1e-6)
     assert losses.heteroakd_loss(z_t, z_t, labels, kmm=False, kem=False).hakd.abs() < 1e-5
+
+
+def test_projection_loss_ce_is_cross_entropy_over_valid_pixels():
+    z, labels = torch.randn(N, C, H, W), random_labels()
+    onehot, valid = losses.one_hot_targets(labels, C)
+    expected = F.cross_entropy(z, labels, ignore_index=255)
+    torch.testing.assert_close(losses.projection_loss(z, labels, onehot, valid, "ce"), expected)
+    with pytest.raises(ValueError, match="'ce' or 'bce'"):
+        losses.projection_loss(z, labels, onehot, valid, "dice")
+
+
+def test_maps_are_compared_on_the_requested_grid():
+    # grid=(2H, 2W) on 2H x 2W labels: the same as resizing both maps bilinearly first, labels untouched.
+    z_s, z_t, labels = torch.randn(N, C, H, W), torch.randn(N, C, H // 2, W // 2), random_labels(h=2 * H, w=2 * W)
+    up = lambda z: F.interpolate(z, size=(2 * H, 2 * W), mode="bilinear", align_corners=False)  # noqa: E731
+    for proj_loss in ("ce", "bce"):
+        on_grid = losses.heteroakd_loss(z_s, z_t, labels, grid=(2 * H, 2 * W), proj_loss=proj_loss)
+        resized = losses.heteroakd_loss(up(z_s), up(z_t), labels, proj_loss=proj_loss)
+        torch.testing.assert_close(on_grid.hakd, resized.hakd)
+        torch.testing.assert_close(on_grid.proj, resized.proj)
+    # The default grid is the student's: labels are resized with nearest to (H, W).
+    coarse = losses.heteroakd_loss(z_s, z_t, labels)
+    torch.testing.assert_close(coarse.hakd, losses.heteroakd_loss(z_s, z_t, labels, grid=(H, W)).hakd)
+
+
+def test_teacher_projection_loss_is_the_teacher_half_of_proj():
+    z_s, z_t, labels = torch.randn(N, C, H, W), torch.randn(N, C, H, W), random_labels()
+    onehot, valid = losses.one_hot_targets(labels, C)
+    for kind in ("ce", "bce"):
+        both = losses.heteroakd_loss(z_s, z_t, labels, proj_loss=kind).proj
+        student = losses.projection_loss(z_s, labels, onehot, valid, kind)
+        torch.testing.assert_close(losses.teacher_projection_loss(z_t, labels, kind=kind), both - student)
+
+
+def test_diagnostics_read_the_labelled_class():
+    labels = random_labels()
+    onehot, valid = losses.one_hot_targets(labels, C)
+    truth = 20.0 * onehot - 10.0  # certain and right everywhere
+    z_s = torch.randn(N, C, H, W)
+    out = losses.heteroakd_loss(z_s, truth, labels)
+    d = out.diagnostics
+    assert d["acc_teacher"] == 1.0
+    expected_acc = (z_s.argmax(1) == labels)[valid].float().mean()
+    torch.testing.assert_close(d["acc_student"], expected_acc)
+    assert d["s_t"] > 0.99  # the teacher is certain and right: the mix is the teacher's map
+    assert d["h_gap"] < 0
+    assert 1 / C <= d["w_max"] <= 1
+    assert all(not v.requires_grad and v.ndim == 0 for v in d.values())
+    swapped = losses.heteroakd_loss(truth, z_s, labels).diagnostics
+    assert swapped["s_t"] < 0.01 and swapped["acc_student"] == 1.0
+    assert losses.heteroakd_loss(z_s, truth, labels, kmm=False).diagnostics["s_t"] == 1.0

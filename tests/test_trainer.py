@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from functools import partial
 
@@ -11,7 +12,7 @@ import torch
 from transformers import AutoModelForSemanticSegmentation
 
 import hf_heteroakd  # noqa: F401  (registers the student classes with the Auto* factories)
-from hf_heteroakd import HeteroAKDConfig, HeteroAKDError, HeteroAKDTrainer, build_student
+from hf_heteroakd import HeteroAKDConfig, HeteroAKDError, HeteroAKDTrainer, build_student, losses
 from hf_heteroakd.data import SegmentationDataset, collate_segmentation, load_segmentation_data, train_transforms
 from hf_heteroakd.pipeline import resolve_id2label
 from hf_heteroakd.normalization import Renormalize, renormalizer
@@ -266,3 +267,47 @@ def test_a_batch_without_labelled_pixels_trains_on_the_teacher_alone(tmp_path, t
     grads = [p.grad for p in trainer.model.student.parameters() if p.grad is not None]
     assert all(torch.isfinite(g).all() for g in grads)
     assert any(g.abs().sum() > 0 for g in grads) == (method != "none")
+
+
+def test_heteroakd_diagnostics_are_logged_to_trainer_state_and_tensorboard(tmp_path, train_set, monkeypatch):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    monkeypatch.setenv("TENSORBOARD_LOGGING_DIR", str(tmp_path / "tb"))
+    trainer = make_trainer(tmp_path, train_set, report_to=["tensorboard"])
+    trainer.train()
+    trainer.save_state()
+    keys = {"hakd_s_t", "hakd_h_gap", "hakd_w_max", "hakd_acc_teacher", "hakd_acc_student"}
+    history = json.loads((tmp_path / "run" / "trainer_state.json").read_text())["log_history"]
+    logged = [entry for entry in history if "loss" in entry]
+    assert len(logged) == 2 and all(keys <= set(entry) for entry in logged)
+    for entry in logged:
+        assert 0 <= entry["hakd_s_t"] <= 1 and 0 <= entry["hakd_acc_teacher"] <= 1
+        assert 1 / NUM_LABELS - 1e-6 <= entry["hakd_w_max"] <= 1
+    (events,) = list((tmp_path / "tb").rglob("events.out.tfevents.*"))
+    scalars = EventAccumulator(str(events)).Reload().Tags()["scalars"]
+    assert {f"train/{key}" for key in keys} <= set(scalars)
+
+
+def test_teacher_projectors_are_fitted_before_the_first_step_and_nothing_else_moves(tmp_path, train_set):
+    trainer = make_trainer(tmp_path, train_set, teacher_projector_fit_steps=20)
+    batch = batch_of(train_set, 4)
+
+    def teacher_projection_loss() -> float:
+        trainer.projectors.teacher.eval()
+        with torch.no_grad():
+            (features,) = trainer.teacher_outputs(batch).features
+            z_t = trainer.projectors.teacher[0](features)
+        return losses.teacher_projection_loss(z_t, batch["labels"], kind="bce").item()
+
+    student = {k: v.clone() for k, v in trainer.student.state_dict().items()}
+    student_projector = {k: v.clone() for k, v in trainer.projectors.student.state_dict().items()}
+    rng = torch.random.get_rng_state()
+    before = teacher_projection_loss()
+    trainer.fit_teacher_projectors()
+    assert teacher_projection_loss() < 0.8 * before
+    assert torch.equal(torch.random.get_rng_state(), rng)  # the run's data order is not disturbed
+    for name, value in trainer.student.state_dict().items():
+        assert torch.equal(value, student[name]), name
+    for name, value in trainer.projectors.student.state_dict().items():
+        assert torch.equal(value, student_projector[name]), name
+    assert all(p.grad is None for p in trainer.projectors.parameters())
