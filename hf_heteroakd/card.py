@@ -211,6 +211,15 @@ def _fmt(value: float | None) -> str:
     return "—" if value is None else "n/a" if math.isnan(value) else f"{value:.4f}"
 
 
+def per_class_rows(results: dict[str, float], id2label: dict[int | str, str]) -> list[tuple[str, str, str]]:
+    """(class, IoU, accuracy) cells, in class order, of the classes ``results`` (``eval_iou_<name>`` …) holds."""
+    return [
+        (_cell(name), _fmt(results.get(f"eval_iou_{name}")), _fmt(results.get(f"eval_accuracy_{name}")))
+        for _, name in sorted(id2label.items(), key=lambda item: int(item[0]))
+        if f"eval_iou_{name}" in results
+    ]
+
+
 def _duration(seconds: float) -> str:
     if seconds < 120:
         return f"{seconds:.1f} s"
@@ -332,11 +341,7 @@ def render_card(output_dir: str) -> ModelCard:
         comparison.append(("the same student trained without distillation", student["architecture"],
                            run["comparison"]["baseline"]))
     id2label = config.get("id2label", {})
-    per_class = [
-        (_cell(name), _fmt(results.get(f"eval_iou_{name}")), _fmt(results.get(f"eval_accuracy_{name}")))
-        for _, name in sorted(id2label.items(), key=lambda item: int(item[0]))
-        if f"eval_iou_{name}" in results
-    ]
+    per_class = per_class_rows(results, id2label)
     card = ModelCard.from_template(
         card_data,
         template_path=str(template_path()),

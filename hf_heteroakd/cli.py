@@ -1,21 +1,25 @@
-"""Command-line entry point shared by ``recipes/run_distill.py``: parse, run, report errors in one line."""
+"""Command-line entry points of ``recipes/``: parse the flags, run, report an input error in one line."""
 
 from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from transformers import HfArgumentParser
 
 from .config import HeteroAKDConfig
 from .errors import HeteroAKDError
+from .evaluation import EvaluationArguments, run_evaluation
 from .pipeline import DataArguments, ModelArguments, run_distillation
 
 
-def parse_args(argv: list[str] | None = None) -> tuple[ModelArguments, DataArguments, HeteroAKDConfig]:
-    """Flags, or one ``.yaml`` / ``.json`` file holding them."""
-    parser = HfArgumentParser((ModelArguments, DataArguments, HeteroAKDConfig))
+def parse_args(argv: list[str] | None = None, dataclass_types: tuple[type, ...] | None = None) -> tuple[Any, ...]:
+    """Flags, or one ``.yaml`` / ``.json`` file holding them, into ``dataclass_types`` (default: the
+    distillation recipe's ``ModelArguments``, ``DataArguments``, ``HeteroAKDConfig``)."""
+    parser = HfArgumentParser(dataclass_types or (ModelArguments, DataArguments, HeteroAKDConfig))
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) == 1 and Path(argv[0]).suffix in (".yaml", ".yml"):
         return parser.parse_yaml_file(argv[0])
@@ -24,11 +28,11 @@ def parse_args(argv: list[str] | None = None) -> tuple[ModelArguments, DataArgum
     return parser.parse_args_into_dataclasses(args=argv)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Runs the recipe; a problem with the input is one ``error:`` line and exit code 2
+def run_command(run: Callable[..., Any], dataclass_types: tuple[type, ...], argv: list[str] | None = None) -> int:
+    """``run(*parsed arguments)``; a problem with the input is one ``error:`` line and exit code 2
     (with HETEROAKD_DEBUG=1 it is raised instead, with its traceback)."""
     try:
-        run_distillation(*parse_args(argv))
+        run(*parse_args(argv, dataclass_types))
     except HeteroAKDError as err:
         if os.environ.get("HETEROAKD_DEBUG") == "1":
             raise
@@ -36,3 +40,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nerror: {err}", file=sys.stderr)
         return 2
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``recipes/run_distill.py``: distill (or train, or evaluate) a student."""
+    return run_command(run_distillation, (ModelArguments, DataArguments, HeteroAKDConfig), argv)
+
+
+def evaluate_main(argv: list[str] | None = None) -> int:
+    """``recipes/evaluate_model.py``: evaluate a saved or Hub model on a dataset, without training."""
+    return run_command(run_evaluation, (EvaluationArguments, DataArguments, HeteroAKDConfig), argv)

@@ -539,28 +539,40 @@ def _check_mask(mask: np.ndarray, num_labels: int, ignore_index: int, split_name
 def collate_segmentation(
     batch: list[dict[str, torch.Tensor]], ignore_index: int = IGNORE_INDEX
 ) -> dict[str, Any]:
-    """Stack samples into ``pixel_values`` (B, 3, H, W), ``labels`` (B, H, W) and, when every sample
-    has one, ``index``, the B row indices as a list of ints.
+    """Stack samples into ``pixel_values`` (B, 3, H, W), ``labels`` (B, H, W), ``image_sizes`` (each
+    sample's (H, W), a list of B tuples) and, when every sample has one, ``index``, the B row indices.
 
     None entries (bad samples a dataset skipped) are dropped. Samples of different sizes
-    (full-resolution evaluation) are padded at the bottom and right to the
-    largest H and W: images with 0, labels with ``ignore_index`` so the padding is never scored.
+    (full-resolution evaluation) are padded at the bottom and right to the largest H and W: images
+    with 0, labels with ``ignore_index`` so the padding is never scored; evaluation crops each sample
+    back to its ``image_sizes`` entry (see :func:`same_size_groups`), so padding never reaches a model.
     Use ``functools.partial(collate_segmentation, ignore_index=...)`` as a DataLoader's collate_fn.
     """
     batch = [sample for sample in batch if sample is not None]  # bad samples skipped by the dataset
     if not batch:
         raise HeteroAKDError("every sample of a batch was bad and skipped; check the dataset (see the warnings)")
-    height = max(sample["labels"].shape[-2] for sample in batch)
-    width = max(sample["labels"].shape[-1] for sample in batch)
+    sizes = [tuple(sample["labels"].shape[-2:]) for sample in batch]
+    height, width = max(h for h, _ in sizes), max(w for _, w in sizes)
 
     def pad(tensor: torch.Tensor, value: float) -> torch.Tensor:
         return nnf.pad(tensor, (0, width - tensor.shape[-1], 0, height - tensor.shape[-2]), value=value)
 
+    # Lists, not tensors: the Trainer leaves them on the host, so reading them never syncs with a GPU.
     stacked = {
         "pixel_values": torch.stack([pad(sample["pixel_values"], 0.0) for sample in batch]),
         "labels": torch.stack([pad(sample["labels"], ignore_index) for sample in batch]),
+        "image_sizes": sizes,
     }
     if all("index" in sample for sample in batch):
-        # A list, not a tensor: the Trainer leaves it on the host, so reading the cache by it never syncs.
         stacked["index"] = [sample["index"] for sample in batch]
     return stacked
+
+
+def same_size_groups(sizes: Sequence[tuple[int, int]]) -> list[list[int]]:
+    """The positions of ``sizes`` grouped by size, in order of first appearance: ``[(4, 6), (5, 6), (4, 6)]``
+    gives ``[[0, 2], [1]]``. A group stacks unpadded, so a model's output for an image never depends
+    on the other images of its batch."""
+    groups: dict[tuple[int, int], list[int]] = {}
+    for position, size in enumerate(sizes):
+        groups.setdefault(tuple(size), []).append(position)
+    return list(groups.values())

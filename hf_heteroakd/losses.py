@@ -49,6 +49,18 @@ def task_loss_sum(
     return total, (labels != ignore_index).sum()
 
 
+def task_loss_per_image(
+    logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = IGNORE_INDEX
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(sums, counts), each (N,): per image, :func:`task_loss_sum`'s sum in float64 and its pixel count.
+
+    Summed per image and in float64, an evaluation set's total does not depend on how its images were
+    batched (beyond the batched kernels' own rounding of the logits)."""
+    logits = resize_logits(logits.float(), labels.shape[-2:])
+    pixels = F.cross_entropy(logits, labels.long(), ignore_index=ignore_index, reduction="none")  # 0 where ignored
+    return pixels.double().flatten(1).sum(1), (labels != ignore_index).flatten(1).sum(1)
+
+
 def task_loss(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
     """L_task: the mean of :func:`task_loss_sum` over the labelled pixels; scalar.
 

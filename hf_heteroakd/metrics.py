@@ -37,6 +37,7 @@ to every pixel.
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 from typing import Any, Literal, Mapping
 
 import numpy as np
@@ -50,6 +51,10 @@ __all__ = ["MeanIoU", "MeanIoUForTrainer", "TRAINER_PAD_INDEX", "flatten_mean_io
 TRAINER_PAD_INDEX = -100
 
 ArrayLike = Any  # np.ndarray | torch.Tensor | nested sequences of ints
+
+
+# An ``evaluate`` module of MeanIoU, loaded by path: ``evaluate.load(EVALUATE_MODULE)``.
+EVALUATE_MODULE = str(Path(__file__).with_name("streaming_mean_iou.py"))
 
 
 def _integer_tensor(x: ArrayLike, device: torch.device) -> torch.Tensor:

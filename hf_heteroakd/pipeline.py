@@ -10,11 +10,13 @@ from typing import Literal
 
 import torch
 import transformers
-from transformers import SegformerImageProcessor, TrainerCallback, set_seed
+from transformers import PreTrainedModel, SegformerImageProcessor, TrainerCallback, set_seed
 
 from .card import write_model_card
 from .config import HeteroAKDConfig
 from .data import (
+    PairTransform,
+    SegmentationData,
     SegmentationDataset,
     StreamingSegmentationDataset,
     check_label_range,
@@ -29,7 +31,7 @@ from .hub import push_student
 from .presets import PRESETS, find_preset, load_data
 from .normalization import model_normalization, renormalizer
 from .preflight import preflight
-from .students import build_student
+from .students import build_student, checkpoint_id2label
 from .teachers import load_teacher, resolve_teacher
 from .trainer import HeteroAKDTrainer
 
@@ -154,28 +156,70 @@ class DataArguments:
             raise HeteroAKDError("--photometric_distortion is an augmentation: drop it or --no_augmentation")
 
 
-def resolve_id2label(dataset_labels: dict[int, str] | None, teacher) -> dict[int, str]:
-    """The run's classes: the dataset's, which the teacher's must equal (order included)."""
-    teacher_labels = {int(k): v for k, v in teacher.config.id2label.items()} if teacher is not None else None
-    if dataset_labels is None and teacher_labels is None:
+def resolve_id2label(
+    dataset_labels: dict[int, str] | None, model: PreTrainedModel | None, role: str = "teacher"
+) -> dict[int, str]:
+    """The run's classes: the dataset's, which ``model``'s (the teacher's, or the evaluated model's) must
+    equal, order included; ``model``'s when the dataset names none."""
+    model_labels = {int(k): v for k, v in model.config.id2label.items()} if model is not None else None
+    if dataset_labels is None and model_labels is None:
         raise HeteroAKDError(
-            "the dataset has no id2label.json and there is no teacher to take the classes from; "
+            f"the dataset has no id2label.json and there is no {role} to take the classes from; "
             "add id2label.json ({\"0\": \"road\", ...}) to the dataset"
         )
     if dataset_labels is None:
-        return teacher_labels
-    if teacher_labels is not None and teacher_labels != dataset_labels:
+        return model_labels
+    if model_labels is not None and model_labels != dataset_labels:
         diff = [
-            f"{i}: dataset {dataset_labels.get(i)!r} vs teacher {teacher_labels.get(i)!r}"
-            for i in sorted(set(dataset_labels) | set(teacher_labels))
-            if dataset_labels.get(i) != teacher_labels.get(i)
+            f"{i}: dataset {dataset_labels.get(i)!r} vs {role} {model_labels.get(i)!r}"
+            for i in sorted(set(dataset_labels) | set(model_labels))
+            if dataset_labels.get(i) != model_labels.get(i)
         ]
+        fix = "pick a teacher fine-tuned on this dataset" if role == "teacher" else "evaluate on the dataset it predicts"
         raise HeteroAKDError(
-            "the teacher's classes differ from the dataset's (" + "; ".join(diff[:10])
+            f"the {role}'s classes differ from the dataset's (" + "; ".join(diff[:10])
             + (f"; and {len(diff) - 10} more" if len(diff) > 10 else "")
-            + "): pick a teacher fine-tuned on this dataset"
+            + f"): {fix}"
         )
     return dataset_labels
+
+
+def build_split(
+    data: SegmentationData,
+    data_args: DataArguments,
+    name: str,
+    transform: PairTransform,
+    num_labels: int,
+    ignore_index: int,
+    max_samples: int | None,
+) -> SegmentationDataset | StreamingSegmentationDataset:
+    """The split ``name`` of ``data`` as a dataset of transformed samples, its labels checked first."""
+    if name not in data.splits:
+        raise HeteroAKDError(
+            f"the dataset has no split {name!r} (it has {sorted(data.splits)}); "
+            "choose one with --train_split / --eval_split"
+        )
+    split = data.splits[name]
+    if max_samples is not None:
+        split = first_rows(split, max_samples)
+    if not data_args.skip_bad_samples:
+        check_label_range(split, num_labels, ignore_index, name, data_args.label_check_samples, data.label_transform)
+    if data_args.streaming:
+        return StreamingSegmentationDataset(
+            split, transform, num_labels, ignore_index, name, data.label_transform, data_args.skip_bad_samples,
+            shuffle_buffer=data_args.streaming_shuffle_buffer,
+        )
+    return SegmentationDataset(
+        split, transform, num_labels, ignore_index, name, data.label_transform, data_args.skip_bad_samples
+    )
+
+
+def load_data_args(data_args: DataArguments) -> SegmentationData:
+    """The dataset ``data_args`` names (a preset, Hub id or folder), with its columns and mask conversion."""
+    return load_data(
+        data_args.dataset, data_args.dataset_config_name, data_args.image_column_name, data_args.label_column_name,
+        data_args.reduce_labels, streaming=data_args.streaming,
+    )
 
 
 def check_output_dir(training_args: HeteroAKDConfig) -> None:
@@ -217,10 +261,7 @@ def run_distillation(
         )
     set_seed(training_args.seed)
 
-    data = load_data(
-        data_args.dataset, data_args.dataset_config_name, data_args.image_column_name, data_args.label_column_name,
-        data_args.reduce_labels, streaming=data_args.streaming,
-    )
+    data = load_data_args(data_args)
     teacher = None
     if training_args.distill_method != "none":
         if model_args.teacher is None:
@@ -232,7 +273,10 @@ def run_distillation(
         teacher = load_teacher(
             model_args.teacher, dtype, model_args.trust_remote_code, model_args.allow_pickle_weights
         )
-    id2label = resolve_id2label(data.id2label, teacher)
+    dataset_labels = data.id2label if data.id2label is not None or teacher is not None else (
+        checkpoint_id2label(model_args.student)  # a saved student carries its classes
+    )
+    id2label = resolve_id2label(dataset_labels, teacher)
     num_labels = len(id2label)
     student = build_student(
         model_args.student, id2label, model_args.student_pretrained_backbone, model_args.student_head,
@@ -254,29 +298,10 @@ def run_distillation(
     limits = {data_args.train_split: data_args.max_train_samples, data_args.eval_split: data_args.max_eval_samples}
     wanted = [name for name, needed in ((data_args.train_split, training_args.do_train),
                                         (data_args.eval_split, training_args.do_eval)) if needed]
-    splits = {}
-    for name in wanted:
-        if name not in data.splits:
-            raise HeteroAKDError(
-                f"the dataset has no split {name!r} (it has {sorted(data.splits)}); "
-                "choose one with --train_split / --eval_split"
-            )
-        split = data.splits[name]
-        if limits[name] is not None:
-            split = first_rows(split, limits[name])
-        if not data_args.skip_bad_samples:
-            check_label_range(
-                split, num_labels, training_args.ignore_index, name, data_args.label_check_samples,
-                data.label_transform,
-            )
-        dataset_class, streaming_options = (
-            (StreamingSegmentationDataset, {"shuffle_buffer": data_args.streaming_shuffle_buffer})
-            if data_args.streaming else (SegmentationDataset, {})
-        )
-        splits[name] = dataset_class(
-            split, transforms[name], num_labels, training_args.ignore_index, name, data.label_transform,
-            data_args.skip_bad_samples, **streaming_options,
-        )
+    splits = {
+        name: build_split(data, data_args, name, transforms[name], num_labels, training_args.ignore_index, limits[name])
+        for name in wanted
+    }
 
     processor = SegformerImageProcessor(
         do_resize=False, do_rescale=True, do_normalize=True, image_mean=list(mean), image_std=list(std),

@@ -84,6 +84,23 @@ def build_student(
         raise checkpoint_error("student", name, err) from None
 
 
+def is_builtin_student(name: str) -> bool:
+    """Whether ``name`` is built here (mit-bX, upernet-<timm name>, a timm name) rather than a checkpoint."""
+    return bool(re.fullmatch(r"mit-b[0-5]", name)) or timm.is_model(name.removeprefix("upernet-"))
+
+
+def checkpoint_id2label(name: str) -> dict[int, str] | None:
+    """The classes of the checkpoint ``name`` (a path or Hub id); None for a built-in student name or a
+    checkpoint that cannot be read (``build_student`` then says why)."""
+    if is_builtin_student(name):
+        return None
+    try:
+        config = AutoConfig.from_pretrained(name)
+    except (OSError, ValueError):
+        return None
+    return {int(i): label for i, label in config.id2label.items()}
+
+
 def _mit_student(
     size: str, labels: dict, pretrained: bool, allow_pickle_weights: bool
 ) -> SegformerForSemanticSegmentation:

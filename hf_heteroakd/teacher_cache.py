@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +34,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from .data import SegmentationDataset
+from .data import SegmentationDataset, same_size_groups
 from .errors import HeteroAKDError
 from .seeding import PerSampleSeed
 
@@ -220,7 +219,9 @@ def _build(
         loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=list)
         for samples in tqdm(loader, desc=f"teacher outputs -> {directory}", disable=not progress):
             rows = []
-            for group in _same_size_groups([s for s in samples if s is not None]):  # None: a skipped bad sample
+            samples = [s for s in samples if s is not None]  # None: a skipped bad sample
+            for positions in same_size_groups([tuple(s["pixel_values"].shape[-2:]) for s in samples]):
+                group = [samples[i] for i in positions]
                 outputs = compute(torch.stack([s["pixel_values"] for s in group]))
                 for row, sample in enumerate(group):
                     stored = [outputs.logits[row]] + [features[row] for features in outputs.features or []]
@@ -239,14 +240,6 @@ def _build(
     partial = directory / (INFO_NAME + ".partial")
     partial.write_text(json.dumps(info, indent=2))
     os.replace(partial, directory / INFO_NAME)  # the cache is complete once this file exists
-
-
-def _same_size_groups(samples: list[dict[str, torch.Tensor]]) -> list[list[dict[str, torch.Tensor]]]:
-    """Samples grouped by (H, W): stacking them unpadded keeps each one's teacher outputs its own."""
-    groups: dict[tuple[int, ...], list[dict[str, torch.Tensor]]] = defaultdict(list)
-    for sample in samples:
-        groups[tuple(sample["pixel_values"].shape[-2:])].append(sample)
-    return list(groups.values())
 
 
 def _to_stored(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:

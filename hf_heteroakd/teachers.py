@@ -78,29 +78,42 @@ def checkpoint_error(role: str, name_or_path: str, err: OSError) -> HeteroAKDErr
     )
 
 
+def load_segmentation_model(
+    name_or_path: str,
+    role: str = "model",
+    dtype: torch.dtype | None = None,
+    trust_remote_code: bool = False,
+    allow_pickle_weights: bool = False,
+) -> PreTrainedModel:
+    """Any ``AutoModelForSemanticSegmentation`` checkpoint, in eval mode; ``role`` names it in errors.
+
+    Code shipped with a checkpoint runs only with ``trust_remote_code=True``; weights load from
+    safetensors files only unless ``allow_pickle_weights`` (see :func:`weights_policy`).
+    """
+    try:
+        model = AutoModelForSemanticSegmentation.from_pretrained(
+            name_or_path, dtype=dtype, trust_remote_code=trust_remote_code, **weights_policy(allow_pickle_weights),
+        )
+    except ValueError as err:
+        if "trust_remote_code" not in str(err):
+            raise
+        raise HeteroAKDError(
+            f"the {role} {name_or_path!r} ships its own modeling code, which runs only with your consent: "
+            "read it, then pass --trust_remote_code"
+        ) from None
+    except OSError as err:
+        raise checkpoint_error(role, name_or_path, err) from None
+    return model.eval()
+
+
 def load_teacher(
     name_or_path: str,
     dtype: torch.dtype | None = None,
     trust_remote_code: bool = False,
     allow_pickle_weights: bool = False,
 ) -> PreTrainedModel:
-    """Any ``AutoModelForSemanticSegmentation`` checkpoint, frozen and in eval mode.
-
-    Code shipped with a checkpoint runs only with ``trust_remote_code=True``; weights load from
-    safetensors files only unless ``allow_pickle_weights`` (see :func:`weights_policy`).
-    """
-    try:
-        teacher = AutoModelForSemanticSegmentation.from_pretrained(
-            name_or_path, dtype=dtype or default_teacher_dtype(), trust_remote_code=trust_remote_code,
-            **weights_policy(allow_pickle_weights),
-        )
-    except ValueError as err:
-        if "trust_remote_code" not in str(err):
-            raise
-        raise HeteroAKDError(
-            f"the teacher {name_or_path!r} ships its own modeling code, which runs only with your consent: "
-            "read it, then pass --trust_remote_code"
-        ) from None
-    except OSError as err:
-        raise checkpoint_error("teacher", name_or_path, err) from None
-    return teacher.requires_grad_(False).eval()
+    """:func:`load_segmentation_model` of the teacher, frozen, in ``dtype`` (default: :func:`default_teacher_dtype`)."""
+    teacher = load_segmentation_model(
+        name_or_path, "teacher", dtype or default_teacher_dtype(), trust_remote_code, allow_pickle_weights
+    )
+    return teacher.requires_grad_(False)

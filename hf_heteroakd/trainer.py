@@ -20,7 +20,7 @@ from transformers.utils import ModelOutput, logging
 
 from . import losses
 from .config import HeteroAKDConfig
-from .data import StreamingSegmentationDataset
+from .data import StreamingSegmentationDataset, same_size_groups
 from .errors import HeteroAKDError
 from .features import stage_channels, stage_features
 from .hub import push_student, resolve_repo_id
@@ -183,6 +183,8 @@ class HeteroAKDTrainer(Trainer):
             self.add_callback(SetEpochCallback(self.train_dataset))
         self._eval_metric = MeanIoU(model.config.num_labels, ignore_index=args.ignore_index)
         self._eval_loss = torch.zeros(2, dtype=torch.float64)  # (sum of pixel losses, number of pixels)
+        # The last evaluation's result in the format of the evaluate library's mean_iou (arrays per class).
+        self.mean_iou_result: dict[str, Any] | None = None
         # Each term is a per-micro-batch mean: the Trainer divides it by the accumulation steps.
         self.model_accepts_loss_kwargs = False
         self.loss_is_scaled_for_ga = False
@@ -434,21 +436,32 @@ class HeteroAKDTrainer(Trainer):
     ) -> tuple[None, None, None]:
         """Runs the student and folds its predictions into this process's confusion matrix.
 
-        Nothing is returned for the Trainer to gather: shards may hold different numbers of
-        batches, so no collective operation may run per batch.
+        Images of different sizes, padded to one batch by the collator, are run in groups of one
+        size, each cropped back to its ``image_sizes``: padding would change the predictions next to
+        it (and every prediction of a model that pools or attends globally), making the metrics depend
+        on the batch size and the number of processes. Nothing is returned for the Trainer to gather:
+        shards may hold different numbers of batches, so no collective operation may run per batch.
         """
         inputs = self._prepare_inputs(inputs)
-        labels = inputs["labels"]
+        pixel_values, labels = inputs["pixel_values"], inputs["labels"]
+        sizes = inputs.get("image_sizes") or [tuple(labels.shape[-2:])] * len(labels)
+        for positions in same_size_groups(sizes):
+            height, width = sizes[positions[0]]
+            rows = slice(None) if len(positions) == len(labels) else positions
+            self._evaluate_images(model, pixel_values[rows, :, :height, :width], labels[rows, :height, :width])
+        return None, None, None
+
+    def _evaluate_images(self, model: nn.Module, pixel_values: torch.Tensor, labels: torch.Tensor) -> None:
+        """Folds the student's predictions of (B, 3, H, W) same-size images into the metric and the loss."""
         with torch.no_grad(), self.compute_loss_context_manager():
             # The bare module: a DDP forward may sync buffers, a collective the uneven shards cannot join.
             logits = segmentation_logits(
-                self.accelerator.unwrap_model(model), inputs["pixel_values"], self.args.eval_crop_size,
+                self.accelerator.unwrap_model(model), pixel_values, self.args.eval_crop_size,
                 self.args.eval_stride, self.args.eval_flip,
             )
-        loss_sum, num_valid = losses.task_loss_sum(logits, labels, self.args.ignore_index)
-        self._eval_loss += torch.stack([loss_sum.double(), num_valid.double()])
+        loss_sums, num_valid = losses.task_loss_per_image(logits, labels, self.args.ignore_index)
+        self._eval_loss += torch.stack([loss_sums.sum(), num_valid.sum().double()])
         self._eval_metric.update(losses.resize_logits(logits, labels.shape[-2:]).argmax(dim=1), labels)
-        return None, None, None
 
     def evaluation_loop(
         self,
@@ -471,7 +484,8 @@ class HeteroAKDTrainer(Trainer):
         matrix = self.accelerator.reduce(self._eval_metric.confusion_matrix.to(device), reduction="sum")
         loss_sum, pixels = self.accelerator.reduce(self._eval_loss, reduction="sum").tolist()
         self._eval_metric.confusion_matrix = matrix.cpu()
-        metrics = flatten_mean_iou(self._eval_metric.compute(), self.student.config.id2label)
+        self.mean_iou_result = self._eval_metric.compute()
+        metrics = flatten_mean_iou(self.mean_iou_result, self.student.config.id2label)
         metrics["loss"] = loss_sum / max(pixels, 1.0)
         output.metrics.update({f"{metric_key_prefix}_{k}": v for k, v in metrics.items()})
         output.metrics.pop(f"{metric_key_prefix}_model_preparation_time", None)

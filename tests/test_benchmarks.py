@@ -53,3 +53,10 @@ def test_bench_data_prints_throughput(tmp_path):
     lines = run_benchmark("bench_data.py", "--images", "2", "--height", "64", "--width", "128", "--crop", "32", "64",
                           "--passes", "1", tmp_path=tmp_path)
     assert re.search(r"[\d.]+ images/s", lines[-1]), lines[-1]
+
+
+def test_bench_eval_prints_both_splits_and_the_ratios(tmp_path):
+    lines = run_benchmark("bench_eval.py", "--images", "3", "--height", "32", "--width", "64", "--batch", "2",
+                          tmp_path=tmp_path)
+    for split, line in zip(("equal sizes", "three sizes"), lines[-2:]):
+        assert re.fullmatch(rf"{split}: batch 2 / batch 1 = [\d.]+x images/s, mean IoU changed by [\d.e+-]+", line)
