@@ -8,8 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from transformers import HfArgumentParser
-
+from .argument_checks import ArgumentParser
 from .config import HeteroAKDConfig
 from .errors import HeteroAKDError
 from .evaluation import EvaluationArguments, run_evaluation
@@ -19,7 +18,7 @@ from .pipeline import DataArguments, ModelArguments, run_distillation
 def parse_args(argv: list[str] | None = None, dataclass_types: tuple[type, ...] | None = None) -> tuple[Any, ...]:
     """Flags, or one ``.yaml`` / ``.json`` file holding them, into ``dataclass_types`` (default: the
     distillation recipe's ``ModelArguments``, ``DataArguments``, ``HeteroAKDConfig``)."""
-    parser = HfArgumentParser(dataclass_types or (ModelArguments, DataArguments, HeteroAKDConfig))
+    parser = ArgumentParser(dataclass_types or (ModelArguments, DataArguments, HeteroAKDConfig))
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) == 1 and Path(argv[0]).suffix in (".yaml", ".yml"):
         return parser.parse_yaml_file(argv[0])
@@ -29,16 +28,35 @@ def parse_args(argv: list[str] | None = None, dataclass_types: tuple[type, ...] 
 
 
 def run_command(run: Callable[..., Any], dataclass_types: tuple[type, ...], argv: list[str] | None = None) -> int:
-    """``run(*parsed arguments)``; a problem with the input is one ``error:`` line and exit code 2
-    (with HETEROAKD_DEBUG=1 it is raised instead, with its traceback)."""
+    """``run(*parsed arguments)``, never ending in a traceback unless ``HETEROAKD_DEBUG=1`` asks for it.
+
+    A problem with the input (:class:`HeteroAKDError`) is one ``error:`` line naming it and its fix, exit
+    code 2; any other exception is a bug of this tool, said so in one line, exit code 1.
+    """
+    debug = os.environ.get("HETEROAKD_DEBUG") == "1"
     try:
         run(*parse_args(argv, dataclass_types))
     except HeteroAKDError as err:
-        if os.environ.get("HETEROAKD_DEBUG") == "1":
+        if debug:
             raise
         # On a line of its own, even after an unfinished progress bar.
         print(f"\nerror: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print("\ninterrupted", file=sys.stderr)
+        return 130
+    except Exception as err:  # noqa: BLE001: the one place that turns any failure into a line
+        if debug:
+            raise
+        first_line = (str(err).splitlines() or [""])[0]
+        print(
+            f"\nerror: hf-heteroakd failed with {type(err).__name__}: {first_line}. This is a bug of hf-heteroakd, not "
+            "of your input: please report it with the command you ran; HETEROAKD_DEBUG=1 shows the traceback",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 

@@ -7,6 +7,7 @@ from typing import Literal
 
 from transformers import TrainingArguments
 
+from .argument_checks import COUNT, NON_NEGATIVE, POSITIVE, check_eval_window, check_fields, check_length
 from .errors import HeteroAKDError
 
 
@@ -23,20 +24,20 @@ class HeteroAKDConfig(TrainingArguments):
         metadata={"help": "heteroakd: task + KD + HeteroAKD losses; kd: task + pixel KD (Eq. 1); cwd: task + "
                   "channel-wise distillation of the logits (Shu et al., 2021), the usual baseline; none: task loss only."},
     )
-    lambda_kd: float = field(default=0.1, metadata={"help": "λ1, weight of the pixel KD loss L_kd."})
-    lambda_cwd: float = field(default=3.0, metadata={"help": "Weight of L_cwd with --distill_method cwd."})
-    lambda_hakd: float = field(default=1.0, metadata={"help": "λ2, weight of the HeteroAKD loss L_hakd (Eq. 10)."})
+    lambda_kd: float = field(default=0.1, metadata={"bound": NON_NEGATIVE, "help": "λ1, weight of the pixel KD loss L_kd."})
+    lambda_cwd: float = field(default=3.0, metadata={"bound": NON_NEGATIVE, "help": "Weight of L_cwd with --distill_method cwd."})
+    lambda_hakd: float = field(default=1.0, metadata={"bound": NON_NEGATIVE, "help": "λ2, weight of the HeteroAKD loss L_hakd (Eq. 10)."})
     lambda_proj: float = field(
-        default=1.0, metadata={"help": "Weight of L_proj, the projectors' label supervision (a decision, D)."}
+        default=1.0, metadata={"bound": NON_NEGATIVE, "help": "Weight of L_proj, the projectors' label supervision (a decision, D)."}
     )
-    temperature: float = field(default=4.0, metadata={"help": "τ of both L_kd and L_hakd."})
+    temperature: float = field(default=4.0, metadata={"bound": POSITIVE, "help": "τ of both L_kd and L_hakd."})
     hakd_stages: list[int] = field(
         default_factory=lambda: [-1],
         metadata={"help": "Backbone stages distilled by L_hakd (Python indices; -1 is the last stage). Summed."},
     )
     hakd_stride: int | None = field(
         default=None,
-        metadata={"help": "Compare the projected maps on the label grid divided by this stride (1: the label grid), "
+        metadata={"bound": COUNT, "help": "Compare the projected maps on the label grid divided by this stride (1: the label grid), "
                   "both resized bilinearly; unset: on the student's stage grid."},
     )
     proj_loss: Literal["ce", "bce"] = field(
@@ -46,12 +47,12 @@ class HeteroAKDConfig(TrainingArguments):
     )
     teacher_projector_fit_steps: int = field(
         default=0,
-        metadata={"help": "Steps that fit the teacher's projectors to the labels on the frozen teacher (L_proj of "
+        metadata={"bound": NON_NEGATIVE, "help": "Steps that fit the teacher's projectors to the labels on the frozen teacher (L_proj of "
                   "Z^T alone) before the student's first step, so that knowledge mixing starts from a map that has "
                   "read the teacher; 0: both projectors start random together."},
     )
     teacher_projector_fit_lr: float = field(
-        default=1e-3, metadata={"help": "AdamW learning rate of --teacher_projector_fit_steps."}
+        default=1e-3, metadata={"bound": POSITIVE, "help": "AdamW learning rate of --teacher_projector_fit_steps."}
     )
     kmm: bool = field(default=True, metadata={"help": "Teacher-student knowledge mixing; off: Z^mix = Z^T."})
     kem: bool = field(default=True, metadata={"help": "Teacher-student knowledge evaluation; off: uniform weights."})
@@ -64,24 +65,24 @@ class HeteroAKDConfig(TrainingArguments):
                   "KEM's weights cannot pull away from the target, or softmax over classes (the spec's literal "
                   "reading, which KEM's weights destabilise; see docs/method.md)."},
     )
-    kmm_eps: float = field(default=1e-6, metadata={"help": "ε in S_T = H_S / (H_T + H_S + ε)."})
-    projector_channels: int = field(default=256, metadata={"help": "Hidden channels of the stage projectors."})
+    kmm_eps: float = field(default=1e-6, metadata={"bound": POSITIVE, "help": "ε in S_T = H_S / (H_T + H_S + ε)."})
+    projector_channels: int = field(default=256, metadata={"bound": COUNT, "help": "Hidden channels of the stage projectors."})
     channels_last: bool = field(
         default=False,
         metadata={"help": "Keep the student and the projectors in channels_last memory format (a DeepLabV3-ResNet-18 "
                   "step ran 1.06x faster on the CPU: benchmarks/bench_step.py --channels_last; measure your own pair)."},
     )
-    ignore_index: int = field(default=255, metadata={"help": "Label value ignored by the losses and the metric."})
+    ignore_index: int = field(default=255, metadata={"bound": NON_NEGATIVE, "help": "Label value ignored by the losses and the metric."})
     eval_crop_size: list[int] | None = field(
-        default=None, metadata={"help": "Evaluate with sliding windows of this size (H W); unset: whole images."}
+        default=None, metadata={"bound": COUNT, "help": "Evaluate with sliding windows of this size (H W); unset: whole images."}
     )
     eval_stride: list[int] | None = field(
-        default=None, metadata={"help": "Stride of the sliding windows (H W); default 2/3 of --eval_crop_size."}
+        default=None, metadata={"bound": COUNT, "help": "Stride of the sliding windows (H W); default 2/3 of --eval_crop_size."}
     )
     eval_flip: bool = field(default=False, metadata={"help": "Average predictions with horizontally flipped images."})
     max_nonfinite_steps: int = field(
         default=10,
-        metadata={"help": "Steps with a non-finite loss are skipped; after this many, save a checkpoint and stop."},
+        metadata={"bound": NON_NEGATIVE, "help": "Steps with a non-finite loss are skipped; after this many, save a checkpoint and stop."},
     )
     overwrite_output_dir: bool = field(
         default=False, metadata={"help": "Train into an --output_dir that already holds files of another run."}
@@ -111,13 +112,14 @@ class HeteroAKDConfig(TrainingArguments):
     )
 
     def __post_init__(self) -> None:
+        check_fields(self)  # first: TrainingArguments' own checks would raise other errors
         super().__post_init__()
-        if self.temperature <= 0:
-            raise HeteroAKDError(f"--temperature must be positive, got {self.temperature}")
         for name in ("eval_crop_size", "eval_stride"):
             value = getattr(self, name)
+            check_length(name, value, (1, 2), "one value (square) or two (height width)")
             if value is not None and len(value) == 1:
                 setattr(self, name, value * 2)  # one value: square
+        check_eval_window(self.eval_crop_size, self.eval_stride)
         if not self.hakd_stages:
             raise HeteroAKDError("--hakd_stages needs at least one stage index, e.g. --hakd_stages -1")
         if self.teacher_logits_cache is not None and self.distill_method == "none":

@@ -108,7 +108,12 @@ def load_segmentation_data(
             "Check the network connection, or pass a local copy of the dataset folder."
         ) from err
     except ValueError as err:
-        # datasets signals a missing or unknown config only through a ValueError's message.
+        # datasets signals an empty split and a missing or unknown config only through a ValueError's message.
+        if "corresponds to no data" in str(err):
+            raise HeteroAKDError(
+                f"Dataset {dataset!r} has a split without rows ({err}); every split needs at least one image: "
+                "add rows to it, or remove its files"
+            ) from err
         if "config" not in str(err).lower():
             raise
         raise HeteroAKDError(
@@ -219,12 +224,21 @@ def _as_decoded_image(split: Split, column: str, role: str) -> Split:
         cast = split.cast_column(column, datasets.Image())
         if isinstance(cast, datasets.IterableDataset):  # a stream casts lazily: cast its first row now
             next(iter(cast.decode(False).select_columns([column]).take(1)), None)
-        return cast
     except (ValueError, TypeError, NotImplementedError) as err:  # pyarrow's cast errors derive from these
         raise HeteroAKDError(
             f"Column {column!r} holds {feature}, not images, so it cannot be the {role} column. "
             f"Choose the right column with --{role}_column_name."
         ) from err
+    if isinstance(cast, datasets.Dataset) and len(cast) > 0:
+        try:  # text casts to Image as file paths: open the first one now, not when training starts
+            cast.select_columns([column])[0]
+        except (OSError, ValueError) as err:
+            raise HeteroAKDError(
+                f"Column {column!r} holds text that is not the path of an image file (first row: "
+                f"{split[0][column]!r}: {type(err).__name__}), so it cannot be the {role} column. "
+                f"Choose the right column with --{role}_column_name."
+            ) from None
+    return cast
 
 
 # --------------------------------------------------------------------------------------------------
@@ -550,7 +564,10 @@ def collate_segmentation(
     """
     batch = [sample for sample in batch if sample is not None]  # bad samples skipped by the dataset
     if not batch:
-        raise HeteroAKDError("every sample of a batch was bad and skipped; check the dataset (see the warnings)")
+        raise HeteroAKDError(
+            "every sample of a batch was bad and skipped by --skip_bad_samples (the warnings above name each one): "
+            "the split may hold no usable row; fix its rows, or check --image_column_name / --label_column_name"
+        )
     sizes = [tuple(sample["labels"].shape[-2:]) for sample in batch]
     height, width = max(h for h, _ in sizes), max(w for _, w in sizes)
 

@@ -8,6 +8,7 @@ from functools import partial
 from pathlib import Path
 from typing import Literal
 
+import datasets
 import torch
 import transformers
 from transformers import PreTrainedModel, SegformerImageProcessor, TrainerCallback, set_seed
@@ -26,6 +27,7 @@ from .data import (
     first_rows,
     train_transforms,
 )
+from .argument_checks import COUNT, NON_NEGATIVE, POSITIVE, Bound, check_fields, check_length, check_run_arguments
 from .errors import HeteroAKDError
 from .hub import push_student
 from .presets import PRESETS, find_preset, load_data
@@ -57,7 +59,7 @@ class ModelArguments:
     student_head: Literal["deeplabv3", "pspnet"] = field(
         default="deeplabv3", metadata={"help": "Decode head of a timm CNN student."}
     )
-    student_output_stride: int = field(default=8, metadata={"help": "Output stride of a timm CNN student."})
+    student_output_stride: int = field(default=8, metadata={"bound": Bound(choices=(8, 16, 32)), "help": "Output stride of a timm CNN student."})
     student_pretrained_backbone: bool = field(
         default=True,
         metadata={"help": "Start the student's backbone from pretrained weights (timm ImageNet weights, or "
@@ -77,6 +79,9 @@ class ModelArguments:
     teacher_dtype: Literal["auto", "float32", "bfloat16", "float16"] = field(
         default="auto", metadata={"help": "Teacher precision; auto: bfloat16 on GPUs that support it, else float32."}
     )
+
+    def __post_init__(self) -> None:
+        check_fields(self)
 
 
 @dataclass
@@ -101,15 +106,15 @@ class DataArguments:
     )
     crop_size: list[int] | None = field(
         default=None,
-        metadata={"help": "Training crop, height width (one value: square); default: the preset's, else 512 512."},
+        metadata={"bound": COUNT, "help": "Training crop, height width (one value: square); default: the preset's, else 512 512."},
     )
     scale_range: list[float] = field(
-        default_factory=lambda: [0.5, 2.0], metadata={"help": "Random scale range of training images, min max."}
+        default_factory=lambda: [0.5, 2.0], metadata={"bound": POSITIVE, "help": "Random scale range of training images, min max."}
     )
-    max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N training rows."})
-    max_eval_samples: int | None = field(default=None, metadata={"help": "Use only the first N evaluation rows."})
+    max_train_samples: int | None = field(default=None, metadata={"bound": COUNT, "help": "Use only the first N training rows."})
+    max_eval_samples: int | None = field(default=None, metadata={"bound": COUNT, "help": "Use only the first N evaluation rows."})
     label_check_samples: int = field(
-        default=32, metadata={"help": "Rows of each split whose label values are checked before training."}
+        default=32, metadata={"bound": NON_NEGATIVE, "help": "Rows of each split whose label values are checked before training."}
     )
     reduce_labels: bool = field(
         default=False,
@@ -135,10 +140,17 @@ class DataArguments:
                   "for datasets too big to download; needs --max_steps."},
     )
     streaming_shuffle_buffer: int = field(
-        default=1000, metadata={"help": "With --streaming: rows in the buffer that shuffles the training stream."}
+        default=1000, metadata={"bound": COUNT, "help": "With --streaming: rows in the buffer that shuffles the training stream."}
     )
 
     def __post_init__(self) -> None:
+        check_fields(self)
+        check_length("crop_size", self.crop_size, (1, 2), "one value (square) or two (height width)")
+        check_length("scale_range", self.scale_range, (2,), "two: the minimum and the maximum scale")
+        if self.scale_range[0] > self.scale_range[1]:
+            raise HeteroAKDError(
+                f"--scale_range {self.scale_range[0]} {self.scale_range[1]}: the minimum is larger than the maximum"
+            )
         if self.dataset is None:
             raise HeteroAKDError(
                 "--dataset is required: a preset, a Hub dataset id or a local folder in the Hub's layout"
@@ -200,6 +212,8 @@ def build_split(
             "choose one with --train_split / --eval_split"
         )
     split = data.splits[name]
+    if isinstance(split, datasets.Dataset) and len(split) == 0:
+        raise HeteroAKDError(f"the split {name!r} of the dataset has no rows: add images to it, or choose another split")
     if max_samples is not None:
         split = first_rows(split, max_samples)
     if not data_args.skip_bad_samples:
@@ -245,20 +259,7 @@ def run_distillation(
     """Loads everything, trains and/or evaluates, saves the student; returns the final metrics."""
     transformers.utils.logging.set_verbosity(training_args.get_process_log_level())
     check_output_dir(training_args)
-    if training_args.teacher_logits_cache is not None and training_args.do_train and not data_args.no_augmentation:
-        raise HeteroAKDError(
-            "--teacher_logits_cache stores one teacher output per training image, but random scale, crop and flip "
-            "change the images every epoch: add --no_augmentation (train on the images as they are)"
-        )
-    if data_args.streaming and training_args.do_train and training_args.max_steps <= 0:
-        raise HeteroAKDError(
-            "--streaming gives a training set of unknown length, so epochs cannot be counted: set --max_steps"
-        )
-    if data_args.streaming and training_args.teacher_logits_cache is not None and training_args.do_train:
-        raise HeteroAKDError(
-            "--teacher_logits_cache looks teacher outputs up by row index, which a stream does not have: "
-            "drop --streaming or --teacher_logits_cache"
-        )
+    check_run_arguments(model_args, data_args, training_args)
     set_seed(training_args.seed)
 
     data = load_data_args(data_args)

@@ -7,6 +7,7 @@ backbone); anything else is a path or Hub id of an ``AutoModelForSemanticSegment
 
 from __future__ import annotations
 
+import os
 import re
 
 import timm
@@ -24,7 +25,7 @@ from transformers import (
 
 from .errors import HeteroAKDError
 from .models import TimmSegmentationConfig, TimmSegmentationForSemanticSegmentation
-from .teachers import checkpoint_error, weights_policy
+from .teachers import checkpoint_error, not_a_segmentation_model, weights_policy
 
 # Encoder sizes of MiT-b0 … b5 (Xie et al., 2021), as in the nvidia/mit-bX checkpoints.
 MIT_SIZES = {
@@ -69,6 +70,8 @@ def build_student(
         if pretrained_backbone:
             _load_timm_weights(student.backbone, name, output_stride=output_stride)
         return student
+    if os.path.isdir(name) and not os.path.isfile(os.path.join(name, "config.json")):
+        raise checkpoint_error("student", name, OSError())
     try:
         AutoConfig.from_pretrained(name)
     except (OSError, ValueError):
@@ -82,6 +85,10 @@ def build_student(
         )
     except OSError as err:
         raise checkpoint_error("student", name, err) from None
+    except ValueError as err:
+        if "Unrecognized configuration class" not in str(err):
+            raise
+        raise not_a_segmentation_model("student", name) from None
 
 
 def is_builtin_student(name: str) -> bool:

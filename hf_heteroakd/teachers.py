@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 
 import torch
-from transformers import AutoModelForSemanticSegmentation, PreTrainedModel
+from transformers import AutoConfig, AutoModelForSemanticSegmentation, PreTrainedModel
+from transformers.models.auto.modeling_auto import MODEL_FOR_SEMANTIC_SEGMENTATION_MAPPING_NAMES
 
 from .errors import HeteroAKDError
 
@@ -60,9 +61,45 @@ def weights_policy(allow_pickle_weights: bool = False) -> dict[str, bool]:
     return {} if allow_pickle_weights else {"use_safetensors": True}
 
 
+# What a checkpoint is, by the suffix of its architecture's class name (config.architectures).
+_KINDS = {
+    "ForImageClassification": "an image classifier",
+    "ForObjectDetection": "an object detector",
+    "ForInstanceSegmentation": "an instance-segmentation model",
+    "ForUniversalSegmentation": "a universal (panoptic) segmentation model",
+    "ForDepthEstimation": "a depth estimator",
+    "ForCausalLM": "a text model",
+    "ForMaskedLM": "a text model",
+    "ForSequenceClassification": "a text model",
+    "ForConditionalGeneration": "a generative model",
+    "Model": "a base model without a task head",
+}
+
+
+def not_a_segmentation_model(role: str, name_or_path: str) -> HeteroAKDError:
+    """The one-line error for a checkpoint of another task: what it is, and the families that are supported."""
+    try:
+        config = AutoConfig.from_pretrained(name_or_path)
+        architecture = (config.architectures or [type(config).__name__])[0]
+        kind = next((k for suffix, k in _KINDS.items() if architecture.endswith(suffix)), f"a {config.model_type} model")
+        what = f"{kind} ({architecture})"
+    except (OSError, ValueError):
+        what = "not a model transformers can load"
+    families = ", ".join(sorted(MODEL_FOR_SEMANTIC_SEGMENTATION_MAPPING_NAMES))
+    return HeteroAKDError(
+        f"the {role} {name_or_path!r} is {what}, not a semantic-segmentation model: pass a checkpoint of "
+        f"AutoModelForSemanticSegmentation (the families {families}, or a student saved by hf-heteroakd)"
+    )
+
+
 def checkpoint_error(role: str, name_or_path: str, err: OSError) -> HeteroAKDError:
     """The one-line error for a checkpoint that did not load."""
     message = str(err)
+    if os.path.isdir(name_or_path) and not os.path.isfile(os.path.join(name_or_path, "config.json")):
+        return HeteroAKDError(
+            f"the {role} {name_or_path!r} is a folder without config.json, not a saved model: pass a folder written "
+            "by save_pretrained (or by a run of hf-heteroakd), or a Hub id"
+        )
     local_pickle = os.path.isdir(name_or_path) and any(
         os.path.isfile(os.path.join(name_or_path, f)) for f in ("pytorch_model.bin", "pytorch_model.bin.index.json")
     )
@@ -90,17 +127,21 @@ def load_segmentation_model(
     Code shipped with a checkpoint runs only with ``trust_remote_code=True``; weights load from
     safetensors files only unless ``allow_pickle_weights`` (see :func:`weights_policy`).
     """
+    if os.path.isdir(name_or_path) and not os.path.isfile(os.path.join(name_or_path, "config.json")):
+        raise checkpoint_error(role, name_or_path, OSError())
     try:
         model = AutoModelForSemanticSegmentation.from_pretrained(
             name_or_path, dtype=dtype, trust_remote_code=trust_remote_code, **weights_policy(allow_pickle_weights),
         )
     except ValueError as err:
-        if "trust_remote_code" not in str(err):
-            raise
-        raise HeteroAKDError(
-            f"the {role} {name_or_path!r} ships its own modeling code, which runs only with your consent: "
-            "read it, then pass --trust_remote_code"
-        ) from None
+        if "trust_remote_code" in str(err):
+            raise HeteroAKDError(
+                f"the {role} {name_or_path!r} ships its own modeling code, which runs only with your consent: "
+                "read it, then pass --trust_remote_code"
+            ) from None
+        if "Unrecognized configuration class" in str(err):
+            raise not_a_segmentation_model(role, name_or_path) from None
+        raise
     except OSError as err:
         raise checkpoint_error(role, name_or_path, err) from None
     return model.eval()

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from transformers import BertConfig, BertForMaskedLM, ResNetConfig, ResNetForImageClassification
 
 from hf_heteroakd import build_student
 from hf_heteroakd.cli import main
@@ -18,15 +19,28 @@ from hf_heteroakd.cli import main
 from .conftest import ID2LABEL, tiny_segformer
 
 
-def write_dataset(folder, labels: list[np.ndarray], image_size=(16, 16)):
-    """A local dataset in the Hub's layout whose train and validation splits hold ``labels``."""
+def write_dataset(folder, labels: list[np.ndarray], image_size=(16, 16), train_rows: int | None = None):
+    """A local dataset in the Hub's layout whose validation split holds ``labels``, and its train split too
+    (or only their first ``train_rows``)."""
     rows = {
         "image": [Image.new("RGB", image_size) for _ in labels],
         "label": [Image.fromarray(label.astype(np.uint8)) for label in labels],
     }
     features = datasets.Features({"image": datasets.Image(), "label": datasets.Image()})
+    train = {name: values[:train_rows] for name, values in rows.items()}
+    return write_splits(folder, {"train": train, "validation": rows}, features)
+
+
+def write_columns(folder, values: list, feature):
+    """A dataset whose image and label columns both hold ``values`` of type ``feature``."""
+    features = datasets.Features({"image": feature, "label": feature})
+    rows = {"image": values, "label": values}
+    return write_splits(folder, {"train": rows, "validation": rows}, features)
+
+
+def write_splits(folder, splits: dict[str, dict[str, list]], features):
     (folder / "data").mkdir(parents=True)
-    for split in ("train", "validation"):
+    for split, rows in splits.items():
         datasets.Dataset.from_dict(rows, features=features).to_parquet(folder / "data" / f"{split}-00000-of-00001.parquet")
     (folder / "id2label.json").write_text(json.dumps({str(k): v for k, v in ID2LABEL.items()}))
     return folder
@@ -66,7 +80,33 @@ CASES = {
     "distilled stage out of range": (lambda t, d, s: ["--dataset", d, "--teacher", s["teacher"], "--hakd_stages", "7"],
                                      "out of range"),
     "temperature that is not positive": (lambda t, d, s: ["--dataset", d, "--temperature", "0"],
-                                         "--temperature must be positive"),
+                                         "--temperature 0.0 is out of range: it must be > 0"),
+    "image classifier as the teacher": (lambda t, d, s: ["--dataset", d, "--teacher", s["classifier"]],
+                                        "is an image classifier (ResNetForImageClassification), not a semantic-"),
+    "text model as the teacher": (lambda t, d, s: ["--dataset", d, "--teacher", s["text_model"]],
+                                  "is a text model (BertForMaskedLM)"),
+    "image classifier as the student": (lambda t, d, s: ["--distill_method", "none", "--dataset", d, "--student",
+                                                         s["classifier"]], "is an image classifier"),
+    "folder without config.json as the teacher": (lambda t, d, s: ["--dataset", d, "--teacher", s["no_config"]],
+                                                  "is a folder without config.json"),
+    "crop size 0": (lambda t, d, s: ["--distill_method", "none", "--dataset", d, "--crop_size", "0", "0"],
+                    "--crop_size 0 0 is out of range: it must be ≥ 1"),
+    "negative distillation weight": (lambda t, d, s: ["--dataset", d, "--lambda_hakd", "-1"],
+                                     "--lambda_hakd -1.0 is out of range: it must be ≥ 0"),
+    "scale range upside down": (lambda t, d, s: ["--distill_method", "none", "--dataset", d, "--scale_range", "2",
+                                                 "0.5"], "the minimum is larger than the maximum"),
+    "evaluation stride larger than the window": (lambda t, d, s: ["--distill_method", "none", "--dataset", d,
+                                                                  "--eval_crop_size", "8", "--eval_stride", "16"],
+                                                 "--eval_stride 16 16 is larger than --eval_crop_size 8 8"),
+    "training split without rows": (lambda t, d, s: ["--distill_method", "none", "--dataset", s["empty_train"]],
+                                    "has a split without rows"),
+    "every row bad, with --skip_bad_samples": (lambda t, d, s: ["--distill_method", "none", "--dataset",
+                                                                s["size_mismatch"], "--skip_bad_samples"],
+                                               "every sample of a batch was bad"),
+    "image column of text": (lambda t, d, s: ["--distill_method", "none", "--dataset", s["text_columns"]],
+                             "holds text that is not the path of an image file"),
+    "image column of numbers": (lambda t, d, s: ["--distill_method", "none", "--dataset", s["number_columns"]],
+                                "holds Value('int64'), not images"),
     "push without credentials": (lambda t, d, s: ["--distill_method", "none", "--dataset", d, "--push_to_hub",
                                                   "--hub_model_id", "me/student"], "hf auth login"),
     "teacher with its own code, without consent": (lambda t, d, s: ["--dataset", d, "--teacher", s["remote_code"]],
@@ -100,7 +140,20 @@ def setups(tmp_path_factory, synthetic_dataset):
     (root / "used_output").mkdir()
     (root / "used_output" / "all_results.json").write_text("{}")
     zeros = np.zeros((16, 16))
+    ResNetForImageClassification(ResNetConfig(embedding_size=8, hidden_sizes=[8] * 4, depths=[1] * 4)).save_pretrained(
+        root / "classifier"
+    )
+    BertForMaskedLM(BertConfig(hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=8,
+                               vocab_size=32)).save_pretrained(root / "text_model")
+    (root / "no_config").mkdir()
+    (root / "no_config" / "model.safetensors").write_bytes(b"")
     return {
+        "classifier": str(root / "classifier"),
+        "text_model": str(root / "text_model"),
+        "no_config": str(root / "no_config"),
+        "empty_train": str(write_dataset(root / "empty_train", [zeros], train_rows=0)),
+        "text_columns": str(write_columns(root / "text_columns", ["a.png", "b.png"], datasets.Value("string"))),
+        "number_columns": str(write_columns(root / "number_columns", [1, 2], datasets.Value("int64"))),
         "other_classes": str(root / "other_classes"),
         "teacher": str(root / "teacher"),
         "out_of_range": str(write_dataset(root / "out_of_range", [zeros + 9, zeros])),
