@@ -7,8 +7,6 @@ Rows, each fed the same int64 maps batch by batch (argmax output and collated la
 
 * this library's streaming ``MeanIoU`` (``update`` per batch, ``compute`` at the end), with torch's threads;
 * the same with torch at one thread (numpy, under every other row, uses one);
-* the same two with ``cpu_kernel="compiled"`` (one C++ pass per map, built before the timing, on first use), when
-  it builds here;
 * ``evaluate.load("mean_iou")`` with ``add_batch`` per batch and ``compute()``, when the metric script can be
   fetched from the Hub. Offline it cannot, and the row is evaluate's ``EvaluationModule`` with mean_iou's
   declared features (the metric script itself needs the Hub): a module defined here that declares the same
@@ -38,14 +36,12 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from hf_heteroakd.errors import HeteroAKDError  # noqa: E402
 from hf_heteroakd.metrics import MeanIoU  # noqa: E402
 from tests.test_metrics import reference_mean_iou  # noqa: E402
 
 KEYS = ("mean_iou", "mean_accuracy", "overall_accuracy", "per_category_iou", "per_category_accuracy")
 STREAMING, BARE = "streaming MeanIoU (this library)", "bare numpy per-image loop (np.histogram)"
 ONE_THREAD = "  same, torch at 1 thread"
-COMPILED, COMPILED_ONE_THREAD = "  same, cpu_kernel='compiled'", "  same, cpu_kernel='compiled', torch at 1 thread"
 EVALUATE_PATH = "evaluate's EvaluationModule with mean_iou's declared features"
 
 
@@ -147,12 +143,7 @@ def main() -> None:
                 torch.set_num_threads(threads)
         return run_at_one_thread
 
-    streaming, compiled = streaming_with(MeanIoU), streaming_with(MeanIoU, cpu_kernel="compiled")
-    try:  # build (first use on this machine) or load the kernel before anything is timed
-        compiled()
-    except HeteroAKDError as error:
-        compiled = None
-        print(f"(no compiled rows: {error})", file=sys.stderr)
+    streaming = streaming_with(MeanIoU)
 
     def with_evaluate(module):
         def run():
@@ -166,8 +157,6 @@ def main() -> None:
 
     modules = evaluate_modules()
     rows = {STREAMING: streaming, ONE_THREAD: at_one_thread(streaming)}
-    if compiled:
-        rows.update({COMPILED: compiled, COMPILED_ONE_THREAD: at_one_thread(compiled)})
     if args.baseline:
         rows[f"  MeanIoU of {args.baseline}"] = streaming_with(metric_class_from(args.baseline))
     rows.update({name: with_evaluate(module) for name, module in modules.items()})
@@ -196,10 +185,7 @@ def main() -> None:
         against.append(f"{timings[BARE][0] / timings[row][0]:.1f}x as fast as the {BARE}")
         return " and ".join(against) + f" ({timings[BARE][0] / timings[row_one_thread][0]:.1f}x at 1 thread)"
 
-    headline = f"identical results; streaming is {ratios(STREAMING, ONE_THREAD)}"
-    if compiled:
-        headline += f"; with cpu_kernel='compiled' it is {ratios(COMPILED, COMPILED_ONE_THREAD)}"
-    print(headline)
+    print(f"identical results; streaming is {ratios(STREAMING, ONE_THREAD)}")
 
 if __name__ == "__main__":
     main()

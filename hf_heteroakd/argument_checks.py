@@ -19,6 +19,7 @@ from typing import Any
 from transformers import HfArgumentParser
 
 from .errors import HeteroAKDError
+from .methods import method_class
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,10 @@ TRAINING_ARGUMENT_BOUNDS: dict[str, Bound] = {
 }
 
 
+# Field metadata read by this project, not by argparse: the valid range, and the methods a field configures.
+OWN_METADATA = ("bound", "methods")
+
+
 def bound_of(field: dataclasses.Field) -> Bound | None:
     return field.metadata.get("bound") or TRAINING_ARGUMENT_BOUNDS.get(field.name)
 
@@ -112,9 +117,8 @@ def check_run_arguments(model_args: Any, data_args: Any, training_args: Any) -> 
             "drop --streaming or --teacher_logits_cache"
         )
     stride = training_args.hakd_stride
-    if training_args.distill_method == "heteroakd" and augmented and stride is not None and stride > min(
-        data_args.crop_size
-    ):
+    uses_stages = method_class(training_args.distill_method).uses_stage_features
+    if uses_stages and augmented and stride is not None and stride > min(data_args.crop_size):
         raise HeteroAKDError(
             f"--hakd_stride {stride} is larger than the training crop {_shown(data_args.crop_size)}: the "
             "projected maps would be compared on less than one cell; use a stride ≤ the crop"
@@ -135,16 +139,15 @@ def check_eval_window(crop_size: list[int] | None, stride: list[int] | None) -> 
 
 
 class ArgumentParser(HfArgumentParser):
-    """``HfArgumentParser`` that shows each field's range in ``--help`` (and keeps it from argparse)."""
+    """``HfArgumentParser`` that shows each field's range in ``--help`` and keeps this project's metadata keys
+    (``OWN_METADATA``) from argparse."""
 
     @staticmethod
     def _parse_dataclass_field(parser, field: dataclasses.Field) -> None:
-        bound = bound_of(field)
-        if bound is not None:
-            metadata = {k: v for k, v in field.metadata.items() if k != "bound"}
+        metadata = {k: v for k, v in field.metadata.items() if k not in OWN_METADATA}
+        if (bound := bound_of(field)) is not None:
             metadata["help"] = f"{metadata.get('help', '').rstrip()} Range: {bound}.".lstrip()
-            field = _with_metadata(field, metadata)
-        HfArgumentParser._parse_dataclass_field(parser, field)
+        HfArgumentParser._parse_dataclass_field(parser, _with_metadata(field, metadata))
 
 
 def _with_metadata(field: dataclasses.Field, metadata: dict[str, Any]) -> dataclasses.Field:

@@ -13,6 +13,7 @@ the undistilled baseline's results for comparison.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -25,20 +26,13 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from transformers import PreTrainedModel
 
 from .errors import HeteroAKDError
+from .methods import method_class
 from .presets import find_preset
 
 TEMPLATE_NAME = "student_card.md"
 RUN_SUMMARY_NAME = "heteroakd_run.json"
 HEADLINE = {"mean_iou": "Mean IoU", "mean_accuracy": "Mean accuracy", "overall_accuracy": "Overall accuracy"}
 HEADS = {"deeplabv3": "DeepLabV3", "pspnet": "PSPNet"}
-# By --distill_method: a baseline trained without a teacher is not tagged as distillation.
-TAGS = {
-    "heteroakd": ["knowledge-distillation", "heteroakd", "semantic-segmentation"],
-    "kd": ["knowledge-distillation", "semantic-segmentation"],
-    "cwd": ["knowledge-distillation", "semantic-segmentation"],
-    "none": ["semantic-segmentation"],
-}
-
 
 def template_path() -> Path:
     """The card template: in the source tree, or where ``pip install`` put the data files."""
@@ -130,24 +124,9 @@ def run_summary(
             "no_augmentation": data_args.no_augmentation,
             "max_train_samples": data_args.max_train_samples,
         },
-        "distillation": {
-            "method": args.distill_method,
-            "lambda_kd": args.lambda_kd,
-            "lambda_cwd": args.lambda_cwd,
-            "lambda_hakd": args.lambda_hakd,
-            "lambda_proj": args.lambda_proj,
-            "temperature": args.temperature,
-            "hakd_stages": list(args.hakd_stages),
-            "kmm": args.kmm,
-            "kmm_eps": args.kmm_eps,
-            "kem": args.kem,
-            "kem_axis": args.kem_axis,
-            "hakd_activation": args.hakd_activation,
-            "hakd_stride": args.hakd_stride,
-            "proj_loss": args.proj_loss,
-            "teacher_projector_fit_steps": args.teacher_projector_fit_steps,
-            "projector_channels": args.projector_channels,
-        },
+        "tags": [*method_class(args.distill_method).tags, "semantic-segmentation"],
+        "distillation": {"method": args.distill_method, **method_settings(args)},
+        "setting_help": {name: help for name, help in _method_fields(args)},
         "training": {
             "max_steps": args.max_steps,
             "per_device_train_batch_size": args.per_device_train_batch_size,
@@ -241,30 +220,34 @@ def _named(summary: dict[str, Any] | None, kind: str) -> str:
     return f"`{Path(name).name}` (a local {'dataset' if kind == 'dataset' else 'checkpoint'})"
 
 
-def _method_rows(distill: dict[str, Any]) -> list[tuple[str, Any]]:
-    if distill["method"] == "none":
-        return []
-    weight = ("weight of L_cwd (`lambda_cwd`)", distill.get("lambda_cwd")) if distill["method"] == "cwd" else (
-        "λ1, weight of L_kd (`lambda_kd`)", distill["lambda_kd"])
-    rows = [weight, ("temperature τ (`temperature`)", distill["temperature"])]
-    if distill["method"] == "heteroakd":
-        rows += [
-            ("λ2, weight of L_hakd (`lambda_hakd`)", distill["lambda_hakd"]),
-            ("weight of L_proj (`lambda_proj`)", distill["lambda_proj"]),
-            ("distilled backbone stages (`hakd_stages`)", ", ".join(map(str, distill["hakd_stages"]))),
-            ("knowledge mixing, KMM (`kmm`)", f"{'on' if distill['kmm'] else 'off'} (ε = {distill['kmm_eps']})"),
-            ("knowledge evaluation, KEM (`kem`)",
-             f"on, over the {distill['kem_axis']} axis" if distill["kem"] else "off"),
-            ("per-class terms of L_hakd (`hakd_activation`)", distill["hakd_activation"]),
-            ("grid of the projected maps (`hakd_stride`)",
-             "the student's stage grid" if distill.get("hakd_stride") is None
-             else f"the label grid / {distill['hakd_stride']}"),
-            ("label supervision of the projected maps (`proj_loss`)", distill.get("proj_loss", "bce")),
-            ("teacher projectors fitted first (`teacher_projector_fit_steps`)",
-             f"{distill.get('teacher_projector_fit_steps', 0)} steps"),
-            ("projector hidden channels (`projector_channels`)", distill["projector_channels"]),
-        ]
-    return rows
+def _method_fields(args) -> list[tuple[str, str]]:
+    """(name, first sentence of its help) of each config field of the run's method (``metadata["methods"]``)."""
+    return [
+        (f.name, f.metadata.get("help", f.name).split(". ")[0].rstrip("."))
+        for f in dataclasses.fields(args) if args.distill_method in f.metadata.get("methods", ())
+    ]
+
+
+def method_settings(args) -> dict[str, Any]:
+    """The values of the config fields of the run's method, by name (lists as lists)."""
+    return {name: _plain(getattr(args, name)) for name, _ in _method_fields(args)}
+
+
+def _plain(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _method_rows(distill: dict[str, Any], setting_help: dict[str, str]) -> list[tuple[str, str]]:
+    """(setting, value) rows of the card: each config field of the method, named by its help text."""
+    def shown(value: Any) -> str:
+        if isinstance(value, bool):
+            return "on" if value else "off"
+        if isinstance(value, list):
+            return ", ".join(map(str, value))
+        return "unset" if value is None else str(value)
+
+    return [(f"{_cell(setting_help.get(name, name))} (`{name}`)", _cell(shown(value)))
+            for name, value in distill.items() if name != "method"]
 
 
 def _training_rows(run: dict[str, Any], state: dict[str, Any], results: dict[str, Any]) -> list[tuple[str, Any]]:
@@ -298,6 +281,41 @@ def _training_rows(run: dict[str, Any], state: dict[str, Any], results: dict[str
     return rows
 
 
+def _card_data(run: dict[str, Any], scores: dict[str, float], model_name: str, dataset_label: str) -> ModelCardData:
+    """The card's metadata: tags, dataset, base model, and the headline metrics as model-index results."""
+    data, teacher = run["data"], run["teacher"]
+    eval_results = [
+        EvalResult(
+            task_type="image-segmentation", task_name="Semantic segmentation",
+            dataset_type=dataset_label, dataset_name=dataset_label, dataset_config=data["config_name"],
+            dataset_split=data["eval_split"], metric_type=name, metric_name=HEADLINE[name], metric_value=value,
+        )
+        for name, value in scores.items()
+    ]
+    return ModelCardData(
+        library_name="transformers",
+        pipeline_tag="image-segmentation",
+        tags=run["tags"],
+        datasets=[data["hub_id"]] if data["hub_id"] else None,
+        base_model=teacher["hub_id"] if teacher else None,
+        license=run["license"],
+        model_name=model_name,
+        eval_results=eval_results or None,
+    )
+
+
+def _comparison(run: dict[str, Any], scores: dict[str, float]) -> list[tuple[str, str, dict[str, float]]]:
+    """(who, architecture, headline metrics) rows: this student, then the teacher and the baseline when known."""
+    student, teacher = run["student"], run["teacher"]
+    rows = [("this student", student["architecture"], scores)] if scores else []
+    if run["comparison"]["teacher"]:
+        rows.append(("teacher", teacher["architecture"] if teacher else "—", run["comparison"]["teacher"]))
+    if run["comparison"]["baseline"]:
+        rows.append(("the same student trained without distillation", student["architecture"],
+                     run["comparison"]["baseline"]))
+    return rows
+
+
 def render_card(output_dir: str) -> ModelCard:
     """The card of the finished run in ``output_dir``, from its files alone (nothing is written)."""
     folder = Path(output_dir)
@@ -315,31 +333,8 @@ def render_card(output_dir: str) -> ModelCard:
     dataset_label = data["hub_id"] or Path(data["dataset"]).name
 
     scores = _headline(results) or {}
-    eval_results = [
-        EvalResult(
-            task_type="image-segmentation", task_name="Semantic segmentation",
-            dataset_type=dataset_label, dataset_name=dataset_label, dataset_config=data["config_name"],
-            dataset_split=data["eval_split"], metric_type=name, metric_name=HEADLINE[name], metric_value=value,
-        )
-        for name, value in scores.items()
-    ]
-    card_data = ModelCardData(
-        library_name="transformers",
-        pipeline_tag="image-segmentation",
-        tags=TAGS[distill["method"]],
-        datasets=[data["hub_id"]] if data["hub_id"] else None,
-        base_model=teacher["hub_id"] if teacher else None,
-        license=run["license"],
-        model_name=model_name,
-        eval_results=eval_results or None,
-    )
-
-    comparison = [("this student", student["architecture"], scores)] if scores else []
-    if run["comparison"]["teacher"]:
-        comparison.append(("teacher", teacher["architecture"] if teacher else "—", run["comparison"]["teacher"]))
-    if run["comparison"]["baseline"]:
-        comparison.append(("the same student trained without distillation", student["architecture"],
-                           run["comparison"]["baseline"]))
+    card_data = _card_data(run, scores, model_name, dataset_label)
+    comparison = _comparison(run, scores)
     id2label = config.get("id2label", {})
     per_class = per_class_rows(results, id2label)
     card = ModelCard.from_template(
@@ -358,7 +353,7 @@ def render_card(output_dir: str) -> ModelCard:
         seed=run["training"]["seed"],
         train_split=data["train_split"],
         num_labels=len(id2label),
-        method_rows=_method_rows(distill),
+        method_rows=_method_rows(distill, run.get("setting_help", {})),
         training_rows=_training_rows(run, state, results),
         headline=list(HEADLINE.values()),
         comparison=[(who, arch, [_fmt(values.get(name)) for name in HEADLINE]) for who, arch, values in comparison],

@@ -47,7 +47,8 @@ def run_command(run: Callable[..., Any], dataclass_types: tuple[type, ...], argv
             raise
         print("\ninterrupted", file=sys.stderr)
         return 130
-    except Exception as err:  # noqa: BLE001: the one place that turns any failure into a line
+    # The one place that turns any other failure into a line.
+    except Exception as err:  # noqa: BLE001
         if debug:
             raise
         first_line = (str(err).splitlines() or [""])[0]

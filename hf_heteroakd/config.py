@@ -9,6 +9,7 @@ from transformers import TrainingArguments
 
 from .argument_checks import COUNT, NON_NEGATIVE, POSITIVE, check_eval_window, check_fields, check_length
 from .errors import HeteroAKDError
+from .methods import method_class
 
 
 @dataclass
@@ -19,54 +20,55 @@ class HeteroAKDConfig(TrainingArguments):
     docs/method.md says which defaults are the paper's, which are public readings and which are ours.
     """
 
-    distill_method: Literal["heteroakd", "kd", "cwd", "none"] = field(
+    distill_method: str = field(
         default="heteroakd",
         metadata={"help": "heteroakd: task + KD + HeteroAKD losses; kd: task + pixel KD (Eq. 1); cwd: task + "
-                  "channel-wise distillation of the logits (Shu et al., 2021), the usual baseline; none: task loss only."},
+                  "channel-wise distillation of the logits (Shu et al., 2021), the usual baseline; none: task loss "
+                  "only; or a method registered with hf_heteroakd.methods.register_method."},
     )
-    lambda_kd: float = field(default=0.1, metadata={"bound": NON_NEGATIVE, "help": "λ1, weight of the pixel KD loss L_kd."})
-    lambda_cwd: float = field(default=3.0, metadata={"bound": NON_NEGATIVE, "help": "Weight of L_cwd with --distill_method cwd."})
-    lambda_hakd: float = field(default=1.0, metadata={"bound": NON_NEGATIVE, "help": "λ2, weight of the HeteroAKD loss L_hakd (Eq. 10)."})
+    lambda_kd: float = field(default=0.1, metadata={"methods": ("kd", "heteroakd"), "bound": NON_NEGATIVE, "help": "λ1, weight of the pixel KD loss L_kd."})
+    lambda_cwd: float = field(default=3.0, metadata={"methods": ("cwd",), "bound": NON_NEGATIVE, "help": "Weight of L_cwd with --distill_method cwd."})
+    lambda_hakd: float = field(default=1.0, metadata={"methods": ("heteroakd",), "bound": NON_NEGATIVE, "help": "λ2, weight of the HeteroAKD loss L_hakd (Eq. 10)."})
     lambda_proj: float = field(
-        default=1.0, metadata={"bound": NON_NEGATIVE, "help": "Weight of L_proj, the projectors' label supervision (a decision, D)."}
+        default=1.0, metadata={"methods": ("heteroakd",), "bound": NON_NEGATIVE, "help": "Weight of L_proj, the projectors' label supervision (a decision, D)."}
     )
-    temperature: float = field(default=4.0, metadata={"bound": POSITIVE, "help": "τ of both L_kd and L_hakd."})
+    temperature: float = field(default=4.0, metadata={"methods": ("kd", "cwd", "heteroakd"), "bound": POSITIVE, "help": "τ of both L_kd and L_hakd."})
     hakd_stages: list[int] = field(
         default_factory=lambda: [-1],
-        metadata={"help": "Backbone stages distilled by L_hakd (Python indices; -1 is the last stage). Summed."},
+        metadata={"methods": ("heteroakd",), "help": "Backbone stages distilled by L_hakd (Python indices; -1 is the last stage). Summed."},
     )
     hakd_stride: int | None = field(
         default=None,
-        metadata={"bound": COUNT, "help": "Compare the projected maps on the label grid divided by this stride (1: the label grid), "
+        metadata={"methods": ("heteroakd",), "bound": COUNT, "help": "Compare the projected maps on the label grid divided by this stride (1: the label grid), "
                   "both resized bilinearly; unset: on the student's stage grid."},
     )
     proj_loss: Literal["ce", "bce"] = field(
         default="bce",
-        metadata={"help": "Label supervision of the projected maps (L_proj): softmax cross-entropy (ce), or the "
+        metadata={"methods": ("heteroakd",), "help": "Label supervision of the projected maps (L_proj): softmax cross-entropy (ce), or the "
                   "class mean of the one-vs-rest reliability H (bce)."},
     )
     teacher_projector_fit_steps: int = field(
         default=0,
-        metadata={"bound": NON_NEGATIVE, "help": "Steps that fit the teacher's projectors to the labels on the frozen teacher (L_proj of "
+        metadata={"methods": ("heteroakd",), "bound": NON_NEGATIVE, "help": "Steps that fit the teacher's projectors to the labels on the frozen teacher (L_proj of "
                   "Z^T alone) before the student's first step, so that knowledge mixing starts from a map that has "
                   "read the teacher; 0: both projectors start random together."},
     )
     teacher_projector_fit_lr: float = field(
-        default=1e-3, metadata={"bound": POSITIVE, "help": "AdamW learning rate of --teacher_projector_fit_steps."}
+        default=1e-3, metadata={"methods": ("heteroakd",), "bound": POSITIVE, "help": "AdamW learning rate of --teacher_projector_fit_steps."}
     )
-    kmm: bool = field(default=True, metadata={"help": "Teacher-student knowledge mixing; off: Z^mix = Z^T."})
-    kem: bool = field(default=True, metadata={"help": "Teacher-student knowledge evaluation; off: uniform weights."})
+    kmm: bool = field(default=True, metadata={"methods": ("heteroakd",), "help": "Teacher-student knowledge mixing; off: Z^mix = Z^T."})
+    kem: bool = field(default=True, metadata={"methods": ("heteroakd",), "help": "Teacher-student knowledge evaluation; off: uniform weights."})
     kem_axis: Literal["class", "spatial"] = field(
-        default="class", metadata={"help": "Softmax axis of KEM's weights: over classes, or over valid pixels."}
+        default="class", metadata={"methods": ("heteroakd",), "help": "Softmax axis of KEM's weights: over classes, or over valid pixels."}
     )
     hakd_activation: Literal["sigmoid", "softmax"] = field(
         default="sigmoid",
-        metadata={"help": "Per-class soft targets of L_hakd: one-vs-rest sigmoid (default), whose class terms "
+        metadata={"methods": ("heteroakd",), "help": "Per-class soft targets of L_hakd: one-vs-rest sigmoid (default), whose class terms "
                   "KEM's weights cannot pull away from the target, or softmax over classes (the spec's literal "
                   "reading, which KEM's weights destabilise; see docs/method.md)."},
     )
-    kmm_eps: float = field(default=1e-6, metadata={"bound": POSITIVE, "help": "ε in S_T = H_S / (H_T + H_S + ε)."})
-    projector_channels: int = field(default=256, metadata={"bound": COUNT, "help": "Hidden channels of the stage projectors."})
+    kmm_eps: float = field(default=1e-6, metadata={"methods": ("heteroakd",), "bound": POSITIVE, "help": "ε in S_T = H_S / (H_T + H_S + ε)."})
+    projector_channels: int = field(default=256, metadata={"methods": ("heteroakd",), "bound": COUNT, "help": "Hidden channels of the stage projectors."})
     channels_last: bool = field(
         default=False,
         metadata={"help": "Keep the student and the projectors in channels_last memory format (a DeepLabV3-ResNet-18 "
@@ -113,6 +115,7 @@ class HeteroAKDConfig(TrainingArguments):
 
     def __post_init__(self) -> None:
         check_fields(self)  # first: TrainingArguments' own checks would raise other errors
+        method_class(self.distill_method)  # a registered method
         super().__post_init__()
         for name in ("eval_crop_size", "eval_stride"):
             value = getattr(self, name)
@@ -122,6 +125,6 @@ class HeteroAKDConfig(TrainingArguments):
         check_eval_window(self.eval_crop_size, self.eval_stride)
         if not self.hakd_stages:
             raise HeteroAKDError("--hakd_stages needs at least one stage index, e.g. --hakd_stages -1")
-        if self.teacher_logits_cache is not None and self.distill_method == "none":
-            raise HeteroAKDError("--teacher_logits_cache caches a teacher's outputs; --distill_method none uses "
-                                 "no teacher: drop the flag or pick a distillation method")
+        if self.teacher_logits_cache is not None and not method_class(self.distill_method).uses_teacher:
+            raise HeteroAKDError(f"--teacher_logits_cache caches a teacher's outputs; --distill_method "
+                                 f"{self.distill_method} uses no teacher: drop the flag or pick a distillation method")

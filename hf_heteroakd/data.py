@@ -1,335 +1,60 @@
-"""Segmentation data: load a dataset in the Hub's layout, augment (image, mask) pairs, batch them.
+"""Segmentation samples and batches: a split read one (image, mask) pair at a time, checked and
+transformed inside the DataLoader workers, and collated into batches.
 
-A dataset is whatever ``datasets.load_dataset`` understands: a Hub dataset id or a local folder in
-the Hub's layout (``data/<split>-*.parquet`` shards, or an imagefolder). Images and masks stay PIL
-images in the Arrow table; ``SegmentationDataset`` decodes, checks and augments one sample at a
-time, inside the DataLoader workers. Masks that are not class indices yet (Cityscapes label ids,
-classes counted from 1) are converted there too, by a ``label_transform``; ``hf_heteroakd.presets``
-pairs public Hub datasets with theirs. With ``streaming=True`` the splits are ``datasets.IterableDataset``
-streams, read by ``StreamingSegmentationDataset`` with the same per-sample logic.
+``SegmentationDataset`` (map-style) and ``StreamingSegmentationDataset`` (a ``datasets`` stream) share
+the per-sample logic. Loading lives in :mod:`hf_heteroakd.dataset_loading`, the paired transforms in
+:mod:`hf_heteroakd.transforms`; both are re-exported here.
 """
 
 from __future__ import annotations
 
 import copy
-import json
 import logging
 from contextlib import nullcontext
-from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 import datasets
-import huggingface_hub
 import numpy as np
 import PIL.Image
 import torch
 import torch.nn.functional as nnf
 from datasets.distributed import split_dataset_by_node
-from datasets.exceptions import DatasetNotFoundError
-from huggingface_hub.errors import EntryNotFoundError, HFValidationError
-from torchvision import tv_tensors
-from torchvision.transforms import v2
-from torchvision.transforms.v2 import functional as F
 
 from hf_heteroakd.errors import HeteroAKDError
 from hf_heteroakd.losses import IGNORE_INDEX
 from hf_heteroakd.seeding import sample_rng
 
+
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
+from hf_heteroakd.dataset_loading import (
+    IMAGE_COLUMN_CANDIDATES,
+    LABEL_COLUMN_CANDIDATES,
+    LabelTransform,
+    SegmentationData,
+    Split,
+    load_id2label,
+    load_segmentation_data,
+    reduce_labels,
+)
+from hf_heteroakd.transforms import (
+    PHOTOMETRIC_DISTORTION,
+    PairTransform,
+    RandomScale,
+    SegmentationTransform,
+    eval_transforms,
+    train_transforms,
+)
+
+__all__ = [
+    "IGNORE_INDEX", "IMAGENET_DEFAULT_MEAN", "IMAGENET_DEFAULT_STD", "IMAGE_COLUMN_CANDIDATES", "LABEL_COLUMN_CANDIDATES", "PHOTOMETRIC_DISTORTION", "LabelTransform",
+    "PairTransform", "RandomScale", "SegmentationData", "SegmentationDataset", "SegmentationTransform", "Split",
+    "StreamingSegmentationDataset", "check_label_range", "collate_segmentation", "eval_transforms", "first_image_size",
+    "first_rows", "load_id2label", "load_segmentation_data", "reduce_labels", "same_size_groups", "train_transforms",
+]
+
 logger = logging.getLogger(__name__)
-
-
-# Column names tried, in order, when the user names none.
-IMAGE_COLUMN_CANDIDATES = ("image", "pixel_values", "img")
-LABEL_COLUMN_CANDIDATES = ("label", "semantic_segmentation", "annotation", "mask", "segmentation", "gtFine")
-
-# (PIL image, PIL mask) -> (pixel_values (3, H, W) float32, labels (H, W) int64)
-PairTransform = Callable[[PIL.Image.Image, PIL.Image.Image], tuple[torch.Tensor, torch.Tensor]]
-# raw mask (H, W) as stored in the dataset -> class-index mask (H, W); applied per sample, when it is read
-LabelTransform = Callable[[np.ndarray], np.ndarray]
-# a split as datasets loads it: map-style, or a stream (load_dataset(..., streaming=True))
-Split = datasets.Dataset | datasets.IterableDataset
-
-
-# --------------------------------------------------------------------------------------------------
-# Loading
-# --------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class SegmentationData:
-    """A dataset's splits, each with exactly the columns "image" and "label" (PIL-decoded), its class
-    names (given, or from the dataset's ``id2label.json``), and the conversion, if any, that turns a
-    stored mask into class indices (pass it to ``SegmentationDataset`` and ``check_label_range``).
-    Streamed data has ``datasets.IterableDataset`` splits."""
-
-    splits: datasets.DatasetDict | datasets.IterableDatasetDict
-    id2label: dict[int, str] | None
-    label_transform: LabelTransform | None = None
-
-
-def load_segmentation_data(
-    dataset: str,
-    dataset_config: str | None = None,
-    image_column: str | None = None,
-    label_column: str | None = None,
-    cache_dir: str | None = None,
-    revision: str | None = None,
-    data_dir: str | None = None,
-    id2label: dict[int, str] | None = None,
-    label_transform: LabelTransform | None = None,
-    streaming: bool = False,
-) -> SegmentationData:
-    """Load every split of ``dataset`` (Hub id or local folder), keeping only the image and mask.
-
-    Columns are renamed to "image" and "label"; when not given they are detected from
-    ``IMAGE_COLUMN_CANDIDATES`` / ``LABEL_COLUMN_CANDIDATES``. ``data_dir`` selects a sub-folder of
-    the repository. ``label_transform`` is stored, not applied: the masks stay as they are in the
-    dataset and are converted one at a time when read. ``id2label`` names the classes after that
-    conversion; when given, the dataset's own ``id2label.json`` is not read. ``streaming`` gives
-    ``datasets.IterableDataset`` splits that are read as they are iterated, never downloaded first.
-    """
-    try:
-        splits = datasets.load_dataset(
-            dataset, dataset_config, data_dir=data_dir, cache_dir=cache_dir, revision=revision, streaming=streaming
-        )
-    except (DatasetNotFoundError, FileNotFoundError) as err:
-        raise HeteroAKDError(
-            f"Dataset {dataset!r} was not found ({err}). Pass an existing Hub dataset id ('org/name'; "
-            "private or gated ones need `hf auth login`) or a local folder in the Hub's layout "
-            "(data/<split>-*.parquet files, or an imagefolder)."
-        ) from err
-    except ConnectionError as err:
-        raise HeteroAKDError(
-            f"Could not reach the Hugging Face Hub to load dataset {dataset!r} ({err}). "
-            "Check the network connection, or pass a local copy of the dataset folder."
-        ) from err
-    except ValueError as err:
-        # datasets signals an empty split and a missing or unknown config only through a ValueError's message.
-        if "corresponds to no data" in str(err):
-            raise HeteroAKDError(
-                f"Dataset {dataset!r} has a split without rows ({err}); every split needs at least one image: "
-                "add rows to it, or remove its files"
-            ) from err
-        if "config" not in str(err).lower():
-            raise
-        raise HeteroAKDError(
-            f"Dataset {dataset!r} cannot be loaded with config {dataset_config!r}: {' '.join(str(err).split())} "
-            "Pick one of its configs with --dataset_config_name."
-        ) from err
-
-    untyped = [name for name, split in splits.items() if split.column_names is None]  # streams of unknown features
-    if untyped:
-        raise HeteroAKDError(
-            f"The streamed splits {untyped} of {dataset!r} declare no columns (features), so the image and label "
-            "columns cannot be found; load the dataset without --streaming, or declare its features in its card."
-        )
-    # Columns are detected on "train" (or the first split); a split without them, typically an
-    # unlabelled "test" split, is left out rather than blocking training.
-    reference = splits["train"] if "train" in splits else next(iter(splits.values()))
-    image_column = _pick_column(reference.column_names, image_column, IMAGE_COLUMN_CANDIDATES, "image")
-    label_column = _pick_column(reference.column_names, label_column, LABEL_COLUMN_CANDIDATES, "label")
-    if image_column == label_column:
-        raise HeteroAKDError(
-            f"The image and label columns are both {image_column!r}; "
-            "set --image_column_name and --label_column_name to two different columns."
-        )
-
-    selected = {}
-    for split_name, split in splits.items():
-        if image_column not in split.column_names or label_column not in split.column_names:
-            logger.warning(
-                "Leaving out split %r of %r: it lacks column %r or %r (it has %s).",
-                split_name, dataset, image_column, label_column, split.column_names,
-            )
-            continue
-        split = split.select_columns([image_column, label_column])
-        split = _as_decoded_image(split, image_column, "image")
-        split = _as_decoded_image(split, label_column, "label")
-        renames = {old: new for old, new in ((image_column, "image"), (label_column, "label")) if old != new}
-        selected[split_name] = split.rename_columns(renames) if renames else split  # a stream rejects a no-op rename
-    if id2label is None:
-        id2label = load_id2label(dataset, revision)
-    return SegmentationData(type(splits)(selected), id2label, label_transform)
-
-
-def load_id2label(dataset: str, revision: str | None = None) -> dict[int, str] | None:
-    """Class names from the dataset's ``id2label.json`` (``{"0": "background", ...}``), or None.
-
-    A local folder is read directly; for a Hub id the file is downloaded. A dataset without the
-    file, or a Hub that cannot be reached, gives None: class names are optional metadata.
-    """
-    local_dir = Path(dataset)
-    if local_dir.is_dir():
-        path = local_dir / "id2label.json"
-        if not path.is_file():
-            return None
-    else:
-        try:
-            path = Path(
-                huggingface_hub.hf_hub_download(dataset, "id2label.json", repo_type="dataset", revision=revision)
-            )
-        # HfHubHTTPError and LocalEntryNotFoundError (offline, not cached) are OSErrors.
-        except (EntryNotFoundError, OSError, HFValidationError):
-            return None
-
-    try:
-        return {int(key): str(name) for key, name in json.loads(path.read_text()).items()}
-    except (ValueError, AttributeError) as err:
-        raise HeteroAKDError(
-            f"{path} is not a valid id2label file ({err}); it must be a JSON object mapping class indices "
-            'written as strings to class names, e.g. {"0": "background", "1": "person"}.'
-        ) from err
-
-
-def _pick_column(available: list[str], requested: str | None, candidates: Sequence[str], role: str) -> str:
-    flag = f"--{role}_column_name"
-    if requested is not None:
-        if requested not in available:
-            raise HeteroAKDError(
-                f"The {role} column {requested!r} is not in the dataset; its columns are {available}. "
-                f"Set {flag} to one of them."
-            )
-        return requested
-    for name in candidates:
-        if name in available:
-            return name
-    raise HeteroAKDError(
-        f"Found no {role} column: the dataset's columns are {available} and none is one of {list(candidates)}. "
-        f"Name the {role} column with {flag}."
-    )
-
-
-def reduce_labels(mask: np.ndarray) -> np.ndarray:
-    """Masks that use 0 for "unlabeled" and 1..C for the classes: 0 -> 255 (ignored), c -> c - 1.
-
-    255 stays 255, as in ``transformers``' image processors' ``do_reduce_labels``.
-    """
-    mask = np.asarray(mask)
-    reduced = mask.astype(np.int64) - 1
-    reduced[(mask == 0) | (mask == IGNORE_INDEX)] = IGNORE_INDEX
-    return reduced
-
-
-def _as_decoded_image(split: Split, column: str, role: str) -> Split:
-    """Make ``column`` a ``datasets.Image`` feature that decodes to PIL images."""
-    feature = split.features[column]
-    if isinstance(feature, datasets.Image) and feature.decode:
-        return split
-    try:
-        # Paths, {"bytes", "path"} structs and undecoded Image features cast to Image() in place.
-        cast = split.cast_column(column, datasets.Image())
-        if isinstance(cast, datasets.IterableDataset):  # a stream casts lazily: cast its first row now
-            next(iter(cast.decode(False).select_columns([column]).take(1)), None)
-    except (ValueError, TypeError, NotImplementedError) as err:  # pyarrow's cast errors derive from these
-        raise HeteroAKDError(
-            f"Column {column!r} holds {feature}, not images, so it cannot be the {role} column. "
-            f"Choose the right column with --{role}_column_name."
-        ) from err
-    if isinstance(cast, datasets.Dataset) and len(cast) > 0:
-        try:  # text casts to Image as file paths: open the first one now, not when training starts
-            cast.select_columns([column])[0]
-        except (OSError, ValueError) as err:
-            raise HeteroAKDError(
-                f"Column {column!r} holds text that is not the path of an image file (first row: "
-                f"{split[0][column]!r}: {type(err).__name__}), so it cannot be the {role} column. "
-                f"Choose the right column with --{role}_column_name."
-            ) from None
-    return cast
-
-
-# --------------------------------------------------------------------------------------------------
-# Transforms
-# --------------------------------------------------------------------------------------------------
-
-
-class RandomScale(v2.Transform):
-    """Resize by a factor drawn uniformly from ``scale_range``, relative to the input's own size.
-
-    Images use bilinear interpolation; masks use nearest-exact, which keeps class indices valid and,
-    unlike legacy "nearest", samples at pixel centres, so the mask stays aligned with the image.
-    """
-
-    def __init__(self, scale_range: tuple[float, float]) -> None:
-        super().__init__()
-        self.scale_range = scale_range
-
-    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
-        height, width = v2.query_size(flat_inputs)
-        low, high = self.scale_range
-        scale = low + (high - low) * torch.rand(()).item()
-        return {"size": [max(1, round(height * scale)), max(1, round(width * scale))]}
-
-    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
-        is_mask = isinstance(inpt, tv_tensors.Mask)
-        interpolation = v2.InterpolationMode.NEAREST_EXACT if is_mask else v2.InterpolationMode.BILINEAR
-        return self._call_kernel(F.resize, inpt, size=params["size"], interpolation=interpolation, antialias=True)
-
-
-class SegmentationTransform:
-    """Runs a v2 pipeline on a (PIL image, PIL mask) pair.
-
-    Returns ``pixel_values`` (3, H, W) float32 and ``labels`` (H, W) int64 as plain tensors. The mask
-    must be single-channel (mode L, P, I, ...) with class indices as pixel values.
-    """
-
-    def __init__(self, pipeline: v2.Transform) -> None:
-        self.pipeline = pipeline
-
-    def __call__(self, image: PIL.Image.Image, mask: PIL.Image.Image) -> tuple[torch.Tensor, torch.Tensor]:
-        image = F.to_image(image.convert("RGB"))  # (3, H, W) uint8
-        mask = tv_tensors.Mask(torch.from_numpy(np.array(mask, dtype=np.int64)))  # (H, W), indices kept as is
-        image, mask = self.pipeline(image, mask)
-        return image.as_subclass(torch.Tensor), mask.as_subclass(torch.Tensor)
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.pipeline})"
-
-
-# The ranges of mmsegmentation's PhotoMetricDistortion, the segmentation codebases' default: brightness
-# ±32 of 255 (here a factor, ColorJitter's brightness is multiplicative), contrast and saturation
-# ×0.5..1.5, hue ±18 of OpenCV's 180 steps, i.e. ±0.1 of the hue circle.
-PHOTOMETRIC_DISTORTION: dict[str, Any] = {
-    "brightness": 32 / 255, "contrast": (0.5, 1.5), "saturation": (0.5, 1.5), "hue": 18 / 180,
-}
-
-
-def train_transforms(
-    crop_size: tuple[int, int],
-    scale_range: tuple[float, float] = (0.5, 2.0),
-    mean: Sequence[float] = IMAGENET_DEFAULT_MEAN,
-    std: Sequence[float] = IMAGENET_DEFAULT_STD,
-    ignore_index: int = IGNORE_INDEX,
-    photometric_distortion: bool = False,
-) -> SegmentationTransform:
-    """Random scale, random ``crop_size`` (H, W) crop, random horizontal flip, then normalize.
-
-    Images smaller than the crop are padded with 0 (before normalization) and their masks with
-    ``ignore_index``, so padding never counts as a class. ``photometric_distortion`` adds random
-    brightness, contrast, saturation and hue changes to the image (``PHOTOMETRIC_DISTORTION``).
-    """
-    steps: list[v2.Transform] = [
-        RandomScale(scale_range),
-        v2.RandomCrop(crop_size, pad_if_needed=True, fill={tv_tensors.Image: 0, tv_tensors.Mask: ignore_index}),
-        v2.RandomHorizontalFlip(),
-    ]
-    if photometric_distortion:
-        steps.append(v2.ColorJitter(**PHOTOMETRIC_DISTORTION))  # changes images only; masks pass through
-    steps += [
-        v2.ToDtype(torch.float32, scale=True),  # a plain dtype converts images only; masks stay int64
-        v2.Normalize(mean, std),
-    ]
-    return SegmentationTransform(v2.Compose(steps))
-
-
-def eval_transforms(
-    mean: Sequence[float] = IMAGENET_DEFAULT_MEAN, std: Sequence[float] = IMAGENET_DEFAULT_STD
-) -> SegmentationTransform:
-    """Full resolution: only scale to [0, 1] and normalize; labels are returned unchanged."""
-    return SegmentationTransform(v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)]))
 
 
 # --------------------------------------------------------------------------------------------------

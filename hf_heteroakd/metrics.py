@@ -3,7 +3,7 @@
 :class:`MeanIoU` reproduces the result of the ``evaluate`` library's ``mean_iou``
 metric (same keys, same values, same NaN semantics) but never stores the
 predictions: every ``update`` folds a batch into a confusion matrix with one histogram
-(torch's bincount, or on the CPU optionally a compiled kernel) on the device of the inputs,
+(torch's bincount) on the device of the inputs,
 so evaluation memory is ``O(num_labels**2)`` whatever the size of the evaluation set.
 
 Definition followed (``evaluate``'s ``mean_iou``), per pixel:
@@ -38,12 +38,11 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Any, Mapping
 
 import numpy as np
 import torch
 
-from .pair_counts import pair_counts
 
 __all__ = ["MeanIoU", "MeanIoUForTrainer", "TRAINER_PAD_INDEX", "flatten_mean_iou"]
 
@@ -104,10 +103,6 @@ class MeanIoU:
             ``254 -> 255``), for datasets where 0 is background.
         label_map: optional ``{old_id: new_id}`` applied to the references before
             ``reduce_labels``; as in current ``evaluate``, every mapping reads the original ids.
-        cpu_kernel: how CPU maps are counted. ``"torch"`` (default): torch ops. ``"compiled"``: one C++ pass per
-            map in torch's threads (:mod:`hf_heteroakd.pair_counts`), about 3x as fast on int64 maps; built on
-            first use (a C++ compiler and ninja, about 20 s), then cached. The results are the same; maps on an
-            accelerator always take the torch path.
 
     Example::
 
@@ -123,13 +118,9 @@ class MeanIoU:
         ignore_index: int = 255,
         reduce_labels: bool = False,
         label_map: Mapping[int, int] | None = None,
-        cpu_kernel: Literal["torch", "compiled"] = "torch",
     ) -> None:
         if int(num_labels) < 1:
             raise ValueError(f"num_labels must be >= 1, got {num_labels}")
-        if cpu_kernel not in ("torch", "compiled"):
-            raise ValueError(f"cpu_kernel must be 'torch' or 'compiled', got {cpu_kernel!r}")
-        self.cpu_kernel = cpu_kernel
         self.num_labels = int(num_labels)
         self.ignore_index = int(ignore_index)
         self.reduce_labels = bool(reduce_labels)
@@ -197,17 +188,12 @@ class MeanIoU:
                 f"and {tuple(refs.shape)}"
             )
         n, width, bins = self.num_labels, self.num_labels + 2, len(self._bin_cells)
-        if self.cpu_kernel == "compiled" and device.type == "cpu":
-            counts = pair_counts(refs, preds, self._lo, self._hi, n)
-        else:
-            # The narrowest type that holds every bin: int16 for the usual ids, so each pass moves 2 bytes a pixel.
-            dtype = next(t for t in (torch.int16, torch.int32, torch.int64) if bins <= torch.iinfo(t).max)
-            # The bin of each pixel's (reference, prediction) value pair, from 0: (ref - lo) * width + pred + 1.
-            index = torch.add(
-                _clamped_as(preds, -1, n, dtype), _clamped_as(refs, self._lo, self._hi, dtype), alpha=width
-            )
-            index += 1 - self._lo * width
-            counts = torch.bincount(index, minlength=bins)
+        # The narrowest type that holds every bin: int16 for the usual ids, so each pass moves 2 bytes a pixel.
+        dtype = next(t for t in (torch.int16, torch.int32, torch.int64) if bins <= torch.iinfo(t).max)
+        # The bin of each pixel's (reference, prediction) value pair, from 0: (ref - lo) * width + pred + 1.
+        index = torch.add(_clamped_as(preds, -1, n, dtype), _clamped_as(refs, self._lo, self._hi, dtype), alpha=width)
+        index += 1 - self._lo * width
+        counts = torch.bincount(index, minlength=bins)
         if self._bin_cells.device != counts.device:
             self._bin_cells = self._bin_cells.to(counts.device)
         cells = torch.zeros((n + 1) ** 2 + 1, dtype=torch.int64, device=counts.device)
@@ -300,7 +286,7 @@ class MeanIoUForTrainer:
 
     Args:
         num_labels: number of classes.
-        ignore_index, reduce_labels, label_map, cpu_kernel: see :class:`MeanIoU`.
+        ignore_index, reduce_labels, label_map: see :class:`MeanIoU`.
         id2label: optional ``{class_id: name}`` used to name the per-class entries.
     """
 
@@ -311,11 +297,9 @@ class MeanIoUForTrainer:
         reduce_labels: bool = False,
         id2label: Mapping[int | str, str] | None = None,
         label_map: Mapping[int, int] | None = None,
-        cpu_kernel: Literal["torch", "compiled"] = "torch",
     ) -> None:
         self.metric = MeanIoU(
             num_labels, ignore_index=ignore_index, reduce_labels=reduce_labels, label_map=label_map,
-            cpu_kernel=cpu_kernel,
         )
         self.id2label = dict(id2label) if id2label is not None else None
 

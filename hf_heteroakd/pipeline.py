@@ -30,8 +30,9 @@ from .data import (
 from .argument_checks import COUNT, NON_NEGATIVE, POSITIVE, Bound, check_fields, check_length, check_run_arguments
 from .errors import HeteroAKDError
 from .hub import push_student
+from .methods import method_class
 from .presets import PRESETS, find_preset, load_data
-from .normalization import model_normalization, renormalizer
+from .normalization import Normalization, model_normalization, renormalizer
 from .preflight import preflight
 from .students import build_student, checkpoint_id2label
 from .teachers import load_teacher, resolve_teacher
@@ -250,6 +251,15 @@ def check_output_dir(training_args: HeteroAKDConfig) -> None:
         )
 
 
+@dataclass
+class Models:
+    """A run's models: the student, the frozen teacher (None without one) and their classes."""
+
+    student: PreTrainedModel
+    teacher: PreTrainedModel | None
+    id2label: dict[int, str]
+
+
 def run_distillation(
     model_args: ModelArguments,
     data_args: DataArguments,
@@ -263,14 +273,27 @@ def run_distillation(
     set_seed(training_args.seed)
 
     data = load_data_args(data_args)
+    models = load_models(model_args, data_args, training_args, data)
+    trainer = build_trainer(models, model_args, data_args, training_args, data, callbacks)
+    if model_args.preflight_only:
+        return {}
+    metrics = train_and_evaluate(trainer, training_args)
+    save_and_publish(trainer, model_args, data_args, training_args)
+    return metrics
+
+
+def load_models(
+    model_args: ModelArguments, data_args: DataArguments, training_args: HeteroAKDConfig, data: SegmentationData
+) -> Models:
+    """The teacher (when the method uses one) and the student, predicting the run's classes."""
     teacher = None
-    if training_args.distill_method != "none":
+    if method_class(training_args.distill_method).uses_teacher:
         if model_args.teacher is None:
             raise HeteroAKDError(
                 f"--distill_method {training_args.distill_method} needs --teacher (a path or Hub id)"
             )
         dtype = None if model_args.teacher_dtype == "auto" else DTYPES[model_args.teacher_dtype]
-        model_args.teacher = resolve_teacher(model_args.teacher, data_args.dataset)
+        model_args.teacher = resolve_teacher(model_args.teacher, data_args.dataset, data.id2label)
         teacher = load_teacher(
             model_args.teacher, dtype, model_args.trust_remote_code, model_args.allow_pickle_weights
         )
@@ -278,17 +301,19 @@ def run_distillation(
         checkpoint_id2label(model_args.student)  # a saved student carries its classes
     )
     id2label = resolve_id2label(dataset_labels, teacher)
-    num_labels = len(id2label)
     student = build_student(
         model_args.student, id2label, model_args.student_pretrained_backbone, model_args.student_head,
         model_args.student_output_stride, model_args.allow_pickle_weights,
     )
+    return Models(student, teacher, id2label)
 
-    mean, std = model_normalization(student, model_args.student)
-    teacher_input_transform = None
-    if teacher is not None:
-        teacher_input_transform = renormalizer((mean, std), model_normalization(teacher, model_args.teacher))
 
+def build_datasets(
+    data: SegmentationData, data_args: DataArguments, training_args: HeteroAKDConfig, normalization: Normalization,
+    num_labels: int,
+) -> dict[str, SegmentationDataset | StreamingSegmentationDataset]:
+    """The splits the run needs (training with ``--do_train``, evaluation with ``--do_eval``), transformed."""
+    mean, std = normalization
     transforms = {
         data_args.train_split: eval_transforms(mean, std) if data_args.no_augmentation else train_transforms(
             tuple(data_args.crop_size), tuple(data_args.scale_range), mean, std, training_args.ignore_index,
@@ -299,18 +324,31 @@ def run_distillation(
     limits = {data_args.train_split: data_args.max_train_samples, data_args.eval_split: data_args.max_eval_samples}
     wanted = [name for name, needed in ((data_args.train_split, training_args.do_train),
                                         (data_args.eval_split, training_args.do_eval)) if needed]
-    splits = {
+    return {
         name: build_split(data, data_args, name, transforms[name], num_labels, training_args.ignore_index, limits[name])
         for name in wanted
     }
 
+
+def build_trainer(
+    models: Models, model_args: ModelArguments, data_args: DataArguments, training_args: HeteroAKDConfig,
+    data: SegmentationData, callbacks: list[TrainerCallback] | None = None,
+) -> HeteroAKDTrainer:
+    """The trainer of the run, checked on one batch of each split (the preflight report is printed with
+    ``--preflight_only``)."""
+    normalization = model_normalization(models.student, model_args.student)
+    teacher_input_transform = None
+    if models.teacher is not None:
+        teacher_input_transform = renormalizer(normalization, model_normalization(models.teacher, model_args.teacher))
+    splits = build_datasets(data, data_args, training_args, normalization, len(models.id2label))
+    mean, std = normalization
     processor = SegformerImageProcessor(
         do_resize=False, do_rescale=True, do_normalize=True, image_mean=list(mean), image_std=list(std),
         do_reduce_labels=False,
     )
     trainer = HeteroAKDTrainer(
-        model=student,
-        teacher_model=teacher,
+        model=models.student,
+        teacher_model=models.teacher,
         args=training_args,
         train_dataset=splits.get(data_args.train_split),
         eval_dataset=splits.get(data_args.eval_split),
@@ -319,14 +357,16 @@ def run_distillation(
         teacher_input_transform=teacher_input_transform,
         callbacks=callbacks,
     )
-
     image_size = first_image_size(splits[data_args.train_split].split) if data_args.train_split in splits else None
     crop_size = None if data_args.no_augmentation else tuple(data_args.crop_size)
     report = preflight(trainer, crop_size, image_size)
     if model_args.preflight_only:
         print("\n".join(["preflight:", *report]))
-        return {}
+    return trainer
 
+
+def train_and_evaluate(trainer: HeteroAKDTrainer, training_args: HeteroAKDConfig) -> dict[str, float]:
+    """``--do_train`` (the student saved with the trainer's state) then ``--do_eval``; their metrics."""
     metrics: dict[str, float] = {}
     if training_args.do_train:
         result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
@@ -345,12 +385,19 @@ def run_distillation(
         trainer.log_metrics("eval", eval_metrics)
         trainer.save_metrics("eval", eval_metrics)
         metrics.update(eval_metrics)
-    if training_args.do_train and trainer.args.should_save:
-        write_model_card(
-            training_args.output_dir, trainer.student, trainer.teacher, model_args, data_args, training_args,
-            hub_model_id=trainer.hub_model_id,
-        )
-        if training_args.push_to_hub and trainer.is_world_process_zero():  # the only push: student files + card
-            push_student(training_args.output_dir, trainer.hub_model_id, training_args.hub_token,
-                         training_args.hub_private_repo, training_args.hub_revision)
     return metrics
+
+
+def save_and_publish(
+    trainer: HeteroAKDTrainer, model_args: ModelArguments, data_args: DataArguments, training_args: HeteroAKDConfig
+) -> None:
+    """After training: the model card beside the student and, with ``--push_to_hub``, the one upload."""
+    if not (training_args.do_train and trainer.args.should_save):
+        return
+    write_model_card(
+        training_args.output_dir, trainer.student, trainer.teacher, model_args, data_args, training_args,
+        hub_model_id=trainer.hub_model_id,
+    )
+    if training_args.push_to_hub and trainer.is_world_process_zero():  # the only push: student files + card
+        push_student(training_args.output_dir, trainer.hub_model_id, training_args.hub_token,
+                     training_args.hub_private_repo, training_args.hub_revision)

@@ -47,42 +47,44 @@ def preflight(
             f"({image_size[0]}x{image_size[1]}); crops are padded with ignored pixels: set --crop_size"
         )
 
-    batch = trainer._prepare_inputs(next(iter(batches.values())))
-    labels = batch["labels"]
-    valid = (labels != trainer.args.ignore_index) & (labels >= 0)
-    if trainer.teacher is not None and valid.any():
-        logits = losses.resize_logits(trainer.teacher_forward(batch["pixel_values"]).logits.float(), labels.shape[-2:])
-        accuracy = (logits.argmax(dim=1) == labels)[valid].float().mean().item()
-        majority = torch.bincount(labels[valid]).max().item() / valid.sum().item()
-        line = f"teacher pixel accuracy on the batch: {accuracy:.3f} (always the most frequent class: {majority:.3f})"
-        if accuracy <= majority:
-            line = ("warning: " + line + "; is the teacher fine-tuned on this dataset, with these classes "
-                    "in this order?")
-        report.append(line)
-
+    batch = trainer.prepare_batch(next(iter(batches.values())))
+    if trainer.teacher is not None:
+        report += _teacher_accuracy(trainer, batch)
     if trainer.train_dataset is not None:
-        model = trainer.model.train()
-        # Leave the run as it was: BatchNorm statistics restored, gradients dropped, nothing logged.
-        buffers = {name: buffer.clone() for name, buffer in model.named_buffers()}
-        try:
-            loss = trainer.compute_loss(model, batch)
-        except ValueError as err:
-            if "Expected more than 1 value per channel" not in str(err):  # torch's BatchNorm check
-                raise
-            raise HeteroAKDError(
-                "the student has a BatchNorm after a global pooling (DeepLabV3's image pooling, PSPNet's or "
-                "UperNet's 1x1 bin), which cannot train on one sample per device: set "
-                "--per_device_train_batch_size 2 or more"
-            ) from None
-        loss.backward()
-        model.zero_grad(set_to_none=True)
-        trainer._loss_terms.clear()
-        for name, buffer in model.named_buffers():
-            buffer.copy_(buffers[name])
-        if not torch.isfinite(loss):
-            raise HeteroAKDError(f"the first batch's loss is not finite ({loss.item()}); check the inputs and weights")
-        report.append(f"one student step: loss {loss.item():.4f}, gradients computed (no update made)")
+        report.append(_trial_step(trainer, batch))
 
     for line in report:
         (logger.warning if line.startswith("warning") else logger.info)(line)
     return report
+
+
+def _teacher_accuracy(trainer: HeteroAKDTrainer, batch: dict[str, torch.Tensor]) -> list[str]:
+    """The teacher's pixel accuracy on the batch, a warning when no better than the majority class."""
+    labels = batch["labels"]
+    valid = (labels != trainer.args.ignore_index) & (labels >= 0)
+    if not valid.any():
+        return []
+    logits = losses.resize_logits(trainer.teacher_forward(batch["pixel_values"]).logits.float(), labels.shape[-2:])
+    accuracy = (logits.argmax(dim=1) == labels)[valid].float().mean().item()
+    majority = torch.bincount(labels[valid]).max().item() / valid.sum().item()
+    line = f"teacher pixel accuracy on the batch: {accuracy:.3f} (always the most frequent class: {majority:.3f})"
+    if accuracy <= majority:
+        line = "warning: " + line + "; is the teacher fine-tuned on this dataset, with these classes in this order?"
+    return [line]
+
+
+def _trial_step(trainer: HeteroAKDTrainer, batch: dict[str, torch.Tensor]) -> str:
+    """One loss and backward of the student on the batch, leaving no trace (:meth:`HeteroAKDTrainer.trial_loss`)."""
+    try:
+        loss = trainer.trial_loss(batch)
+    except ValueError as err:
+        if "Expected more than 1 value per channel" not in str(err):  # torch's BatchNorm check
+            raise
+        raise HeteroAKDError(
+            "the student has a BatchNorm after a global pooling (DeepLabV3's image pooling, PSPNet's or "
+            "UperNet's 1x1 bin), which cannot train on one sample per device: set "
+            "--per_device_train_batch_size 2 or more"
+        ) from None
+    if not torch.isfinite(loss):
+        raise HeteroAKDError(f"the first batch's loss is not finite ({loss.item()}); check the inputs and weights")
+    return f"one student step: loss {loss.item():.4f}, gradients computed (no update made)"

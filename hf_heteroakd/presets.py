@@ -169,6 +169,17 @@ PRESETS: dict[str, DatasetPreset] = {
 }
 
 
+def dataset_family(dataset: str, id2label: dict[int, str] | None = None) -> str | None:
+    """The preset whose data ``dataset`` holds: named by the preset's name or Hub id (with or without its
+    owner), or, for any other name or folder, recognised by its classes ``id2label``; else None."""
+    name = dataset.lower()
+    for preset in PRESETS.values():
+        repo = preset.repo_id.lower()
+        if name in (preset.name, repo, repo.split("/")[-1]) or (id2label is not None and id2label == preset.id2label):
+            return preset.name
+    return None
+
+
 def find_preset(dataset: str) -> DatasetPreset | None:
     """The preset ``dataset`` names (case-insensitive), or None for a Hub id or a path.
 

@@ -9,6 +9,7 @@ from transformers import AutoConfig, AutoModelForSemanticSegmentation, PreTraine
 from transformers.models.auto.modeling_auto import MODEL_FOR_SEMANTIC_SEGMENTATION_MAPPING_NAMES
 
 from .errors import HeteroAKDError
+from .presets import dataset_family
 
 
 # nvidia/segformer-bX names the ImageNet encoder; the teacher must be fine-tuned on the run's dataset.
@@ -21,21 +22,12 @@ TEACHER_ALIASES: dict[str, dict[str, str]] = {
 }
 
 
-def dataset_family(dataset: str) -> str | None:
-    """"cityscapes" or "ade20k" when ``dataset`` (a preset name, Hub id or path) names one of them."""
-    name = dataset.lower()
-    if "cityscapes" in name:
-        return "cityscapes"
-    if "ade" in name or "scene_parse" in name:
-        return "ade20k"
-    return None
-
-
-def resolve_teacher(name: str, dataset: str) -> str:
-    """The checkpoint an alias stands for with ``dataset``; other names are returned unchanged."""
+def resolve_teacher(name: str, dataset: str, id2label: dict[int, str] | None = None) -> str:
+    """The checkpoint an alias stands for with ``dataset`` (a preset, its Hub id, or data with a preset's
+    classes ``id2label``: :func:`~hf_heteroakd.presets.dataset_family`); other names are returned unchanged."""
     if name not in TEACHER_ALIASES:
         return name
-    family = dataset_family(dataset)
+    family = dataset_family(dataset, id2label)
     if family not in TEACHER_ALIASES[name]:
         choices = ", ".join(TEACHER_ALIASES[name].values())
         raise HeteroAKDError(

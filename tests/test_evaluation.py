@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import datasets
@@ -14,7 +12,6 @@ import evaluate
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from hf_heteroakd import HeteroAKDConfig, MeanIoU
 from hf_heteroakd.cli import evaluate_main, main
