@@ -22,6 +22,7 @@ import torch.nn.functional as nnf
 from datasets.distributed import split_dataset_by_node
 
 from hf_heteroakd.errors import HeteroAKDError
+from hf_heteroakd.seeding import PerSampleSeed
 from hf_heteroakd.losses import IGNORE_INDEX
 from hf_heteroakd.seeding import sample_rng
 
@@ -135,6 +136,15 @@ class SegmentationDataset(_SampleReader, torch.utils.data.Dataset):
 
     def __len__(self) -> int:
         return len(self.split)
+
+    # The dataset protocol the trainer calls (a stream has the same three methods, see below).
+    def with_seed(self, seed: int) -> PerSampleSeed:
+        """This split with augmentation seeded per (seed, epoch, sample); ``set_epoch`` on the result."""
+        return PerSampleSeed(self, seed)
+
+    def for_process(self, rank: int, world_size: int) -> torch.utils.data.Subset:
+        """Process ``rank``'s share for evaluation: every ``world_size``-th sample, none repeated."""
+        return torch.utils.data.Subset(self, range(rank, len(self), world_size))
 
     def __getitem__(self, idx: int) -> dict[str, torch.Tensor] | None:
         """The transformed sample; None for a bad one when ``skip_bad_samples`` (the collate drops it)."""

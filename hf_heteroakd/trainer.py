@@ -9,14 +9,13 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, IterableDataset
 from transformers import PreTrainedModel, Trainer
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, TrainOutput
 from transformers.utils import ModelOutput, logging
 
 from . import losses
 from .config import HeteroAKDConfig
-from .data import StreamingSegmentationDataset
 from .errors import HeteroAKDError
 from .features import stage_features
 from .methods import method_class
@@ -113,11 +112,10 @@ class HeteroAKDTrainer(TeacherMixin, SegmentationEvaluationMixin, StudentSavingM
             raise HeteroAKDError(f"distill_method={args.distill_method!r} needs a teacher_model")
         if kwargs.get("compute_metrics") is not None:
             raise TypeError("HeteroAKDTrainer computes the mean IoU itself; do not pass compute_metrics")
-        train_dataset = kwargs.get("train_dataset")
-        if isinstance(train_dataset, StreamingSegmentationDataset):
-            kwargs["train_dataset"] = train_dataset.with_seed(args.seed)  # shuffles and seeds per sample itself
-        elif train_dataset is not None:
-            kwargs["train_dataset"] = PerSampleSeed(train_dataset, args.seed)
+        if (train_dataset := kwargs.get("train_dataset")) is not None:
+            # Our datasets seed themselves (a stream also shuffles); any other map-style dataset is wrapped.
+            seeded = getattr(train_dataset, "with_seed", None)
+            kwargs["train_dataset"] = seeded(args.seed) if seeded else PerSampleSeed(train_dataset, args.seed)
         super().__init__(model=self._trainable(model, teacher_model, args), args=args, **kwargs)
 
         self.teacher = self._frozen(teacher_model) if self.method.uses_teacher else None
@@ -270,7 +268,7 @@ class HeteroAKDTrainer(TeacherMixin, SegmentationEvaluationMixin, StudentSavingM
 
     def get_train_dataloader(self) -> DataLoader:
         """The Trainer's loader; for a stream, a loader of this process's share of it."""
-        if not isinstance(self.train_dataset, StreamingSegmentationDataset):
+        if not isinstance(self.train_dataset, IterableDataset):
             batch = self._train_batch_size * self.args.world_size
             if self.args.dataloader_drop_last and len(self.train_dataset) < batch:
                 raise HeteroAKDError(

@@ -8,7 +8,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from transformers.trainer_utils import EvalLoopOutput
 
 from . import losses
-from .data import StreamingSegmentationDataset, same_size_groups
+from .data import same_size_groups
 from .inference import segmentation_logits
 from .metrics import flatten_mean_iou
 
@@ -24,10 +24,9 @@ class SegmentationEvaluationMixin:
             dataset = self.eval_dataset[dataset]
         if dataset is None:
             raise ValueError("evaluation needs an eval_dataset")
-        if isinstance(dataset, StreamingSegmentationDataset):
-            shard = dataset.for_process(self.args.process_index, self.args.world_size)
-        else:
-            shard = Subset(dataset, range(self.args.process_index, len(dataset), self.args.world_size))
+        rank, world_size = self.args.process_index, self.args.world_size
+        for_process = getattr(dataset, "for_process", None)  # our datasets shard themselves
+        shard = for_process(rank, world_size) if for_process else Subset(dataset, range(rank, len(dataset), world_size))
         return DataLoader(
             shard,
             batch_size=self.args.eval_batch_size,
