@@ -27,7 +27,6 @@ from transformers import PreTrainedModel
 
 from .errors import HeteroAKDError
 from .methods import method_class
-from .presets import find_preset
 
 TEMPLATE_NAME = "student_card.md"
 RUN_SUMMARY_NAME = "heteroakd_run.json"
@@ -56,12 +55,6 @@ def describe(model: PreTrainedModel) -> str:
 def hub_id(name: str | None) -> str | None:
     """``name`` if it can be a Hub repo id; local folders are not named in the card's metadata."""
     return None if name is None or os.path.exists(name) else name
-
-
-def dataset_hub_id(dataset: str) -> str | None:
-    """The Hub id of the run's dataset: a preset's repository, or ``dataset`` unless it is a local folder."""
-    preset = find_preset(dataset)
-    return preset.repo_id if preset else hub_id(dataset)
 
 
 def hardware(training_args) -> str:
@@ -114,7 +107,7 @@ def run_summary(
         },
         "data": {
             "dataset": data_args.dataset,
-            "hub_id": dataset_hub_id(data_args.dataset),
+            "hub_id": data_args.source.hub_id,
             "config_name": data_args.dataset_config_name,
             "train_split": data_args.train_split,
             "eval_split": data_args.eval_split,

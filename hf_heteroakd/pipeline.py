@@ -31,7 +31,7 @@ from .argument_checks import COUNT, NON_NEGATIVE, POSITIVE, Bound, check_fields,
 from .errors import HeteroAKDError
 from .hub import push_student
 from .methods import method_class
-from .presets import PRESETS, find_preset, load_data
+from .presets import PRESETS, DatasetSource, load_data, resolve_dataset
 from .normalization import Normalization, model_normalization, renormalizer
 from .preflight import preflight
 from .students import build_student, checkpoint_id2label
@@ -144,6 +144,12 @@ class DataArguments:
         default=1000, metadata={"bound": COUNT, "help": "With --streaming: rows in the buffer that shuffles the training stream."}
     )
 
+    @property
+    def source(self) -> DatasetSource:
+        """``dataset`` resolved: the one place it is matched against the presets (loading, the teacher alias
+        and the model card read this)."""
+        return resolve_dataset(self.dataset)
+
     def __post_init__(self) -> None:
         check_fields(self)
         check_length("crop_size", self.crop_size, (1, 2), "one value (square) or two (height width)")
@@ -156,7 +162,7 @@ class DataArguments:
             raise HeteroAKDError(
                 "--dataset is required: a preset, a Hub dataset id or a local folder in the Hub's layout"
             )
-        preset = find_preset(self.dataset)  # unset values: the preset's, else the generic defaults
+        preset = self.source.preset  # unset values: the preset's, else the generic defaults
         if self.train_split is None:
             self.train_split = preset.train_split if preset else "train"
         if self.eval_split is None:
@@ -232,7 +238,7 @@ def build_split(
 def load_data_args(data_args: DataArguments) -> SegmentationData:
     """The dataset ``data_args`` names (a preset, Hub id or folder), with its columns and mask conversion."""
     return load_data(
-        data_args.dataset, data_args.dataset_config_name, data_args.image_column_name, data_args.label_column_name,
+        data_args.source, data_args.dataset_config_name, data_args.image_column_name, data_args.label_column_name,
         data_args.reduce_labels, streaming=data_args.streaming,
     )
 
@@ -293,7 +299,7 @@ def load_models(
                 f"--distill_method {training_args.distill_method} needs --teacher (a path or Hub id)"
             )
         dtype = None if model_args.teacher_dtype == "auto" else DTYPES[model_args.teacher_dtype]
-        model_args.teacher = resolve_teacher(model_args.teacher, data_args.dataset, data.id2label)
+        model_args.teacher = resolve_teacher(model_args.teacher, data_args.source, data.id2label)
         teacher = load_teacher(
             model_args.teacher, dtype, model_args.trust_remote_code, model_args.allow_pickle_weights
         )

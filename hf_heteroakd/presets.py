@@ -12,6 +12,7 @@ comes from; none was opened from here (no Hub access), so check the first batch 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -169,15 +170,37 @@ PRESETS: dict[str, DatasetPreset] = {
 }
 
 
-def dataset_family(dataset: str, id2label: dict[int, str] | None = None) -> str | None:
-    """The preset whose data ``dataset`` holds: named by the preset's name or Hub id (with or without its
-    owner), or, for any other name or folder, recognised by its classes ``id2label``; else None."""
-    name = dataset.lower()
-    for preset in PRESETS.values():
-        repo = preset.repo_id.lower()
-        if name in (preset.name, repo, repo.split("/")[-1]) or (id2label is not None and id2label == preset.id2label):
-            return preset.name
-    return None
+@dataclass(frozen=True)
+class DatasetSource:
+    """What ``--dataset`` names, resolved once (:func:`resolve_dataset`) and read by loading, teacher-alias
+    resolution and the model card: a preset, or a Hub id or local folder (``preset`` None)."""
+
+    name: str
+    preset: DatasetPreset | None
+
+    @property
+    def hub_id(self) -> str | None:
+        """The dataset's Hub repository: the preset's, else ``name`` unless it is a local folder."""
+        if self.preset is not None:
+            return self.preset.repo_id
+        return None if Path(self.name).exists() else self.name
+
+    def family(self, id2label: dict[int, str] | None = None) -> str | None:
+        """The preset whose data this is: the named preset, a preset's Hub id (with or without its owner), or,
+        for any other name or folder, the preset whose classes equal ``id2label``; else None."""
+        if self.preset is not None:
+            return self.preset.name
+        name = self.name.lower()
+        for preset in PRESETS.values():
+            repo = preset.repo_id.lower()
+            if name in (repo, repo.split("/")[-1]) or (id2label is not None and id2label == preset.id2label):
+                return preset.name
+        return None
+
+
+def resolve_dataset(dataset: str | DatasetSource) -> DatasetSource:
+    """``dataset`` as a :class:`DatasetSource` (one already resolved is returned as it is)."""
+    return dataset if isinstance(dataset, DatasetSource) else DatasetSource(dataset, find_preset(dataset))
 
 
 def find_preset(dataset: str) -> DatasetPreset | None:
@@ -221,7 +244,7 @@ def load_preset(
 
 
 def load_data(
-    dataset: str,
+    dataset: str | DatasetSource,
     dataset_config: str | None = None,
     image_column: str | None = None,
     label_column: str | None = None,
@@ -232,7 +255,8 @@ def load_data(
     """What ``--dataset`` names: a preset, or a Hub id / local folder, whose masks ``reduce_labels``
     converts with ``hf_heteroakd.data.reduce_labels`` (0 -> 255, c -> c - 1). ``streaming`` gives
     ``datasets.IterableDataset`` splits (see ``load_segmentation_data``)."""
-    preset = find_preset(dataset)
+    source = resolve_dataset(dataset)
+    preset, dataset = source.preset, source.name
     if preset is None:
         label_transform = _reduce_labels if reduce_labels else None
         return load_segmentation_data(

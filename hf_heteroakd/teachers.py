@@ -9,7 +9,7 @@ from transformers import AutoConfig, AutoModelForSemanticSegmentation, PreTraine
 from transformers.models.auto.modeling_auto import MODEL_FOR_SEMANTIC_SEGMENTATION_MAPPING_NAMES
 
 from .errors import HeteroAKDError
-from .presets import dataset_family
+from .presets import DatasetSource, resolve_dataset
 
 
 # nvidia/segformer-bX names the ImageNet encoder; the teacher must be fine-tuned on the run's dataset.
@@ -22,17 +22,18 @@ TEACHER_ALIASES: dict[str, dict[str, str]] = {
 }
 
 
-def resolve_teacher(name: str, dataset: str, id2label: dict[int, str] | None = None) -> str:
+def resolve_teacher(name: str, dataset: str | DatasetSource, id2label: dict[int, str] | None = None) -> str:
     """The checkpoint an alias stands for with ``dataset`` (a preset, its Hub id, or data with a preset's
-    classes ``id2label``: :func:`~hf_heteroakd.presets.dataset_family`); other names are returned unchanged."""
+    classes ``id2label``: :meth:`~hf_heteroakd.presets.DatasetSource.family`); other names are returned unchanged."""
     if name not in TEACHER_ALIASES:
         return name
-    family = dataset_family(dataset, id2label)
+    source = resolve_dataset(dataset)
+    family = source.family(id2label)
     if family not in TEACHER_ALIASES[name]:
         choices = ", ".join(TEACHER_ALIASES[name].values())
         raise HeteroAKDError(
             f"--teacher {name} is an ImageNet encoder, not a segmentation teacher, and has no fine-tuned "
-            f"checkpoint for the dataset {dataset!r}; pass one fine-tuned on your data ({choices} exist)"
+            f"checkpoint for the dataset {source.name!r}; pass one fine-tuned on your data ({choices} exist)"
         )
     return TEACHER_ALIASES[name][family]
 
