@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Literal
 
 import datasets
-import torch
 import transformers
 from transformers import PreTrainedModel, SegformerImageProcessor, TrainerCallback, set_seed
 
@@ -35,12 +34,11 @@ from .presets import PRESETS, DatasetSource, load_data, resolve_dataset
 from .normalization import Normalization, model_normalization, renormalizer
 from .preflight import preflight
 from .students import build_student, checkpoint_id2label
-from .teachers import load_teacher, resolve_teacher
+from .teachers import DTYPES, load_teacher, resolve_teacher
 from .trainer import HeteroAKDTrainer
 
 logger = logging.getLogger(__name__)
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 @dataclass

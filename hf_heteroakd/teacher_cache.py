@@ -37,11 +37,11 @@ from tqdm.auto import tqdm
 from .data import SegmentationDataset, same_size_groups
 from .errors import HeteroAKDError
 from .seeding import PerSampleSeed
+from .teachers import DTYPES
 
 INFO_NAME = "cache_info.json"
 SHARD_SIZE = 256
 FORMAT = 1
-CACHE_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 
 
 @dataclass
@@ -62,7 +62,7 @@ def cache_key(
 ) -> dict[str, Any]:
     """What the teacher's outputs on ``dataset`` depend on, one named part each.
 
-    ``dtype`` is the stored dtype (a key of ``CACHE_DTYPES``); ``stages`` the cached stage indices
+    ``dtype`` is the stored dtype (a key of ``DTYPES``); ``stages`` the cached stage indices
     (None: logits only). Transforms are identified by their ``repr``, hashes shortened to 64 bits.
     """
     source = dataset.dataset if isinstance(dataset, PerSampleSeed) else dataset
@@ -211,7 +211,7 @@ def _build(
 ) -> None:
     """One pass over ``dataset``: the teacher's outputs of every sample, in shards, then the key."""
     directory.mkdir(parents=True, exist_ok=True)
-    dtype = CACHE_DTYPES[key["stored dtype"]]
+    dtype = DTYPES[key["stored dtype"]]
     shard, tensors, sizes = 0, {}, set()
     # The loader draws its seed from the global RNG: fork it, so the run's shuffling is that of a run
     # without the cache.

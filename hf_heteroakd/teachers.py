@@ -12,6 +12,9 @@ from .errors import HeteroAKDError
 from .presets import DatasetSource, resolve_dataset
 
 
+# Floating-point dtypes by the names the flags take (--teacher_dtype, --teacher_logits_cache_dtype).
+DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
 # nvidia/segformer-bX names the ImageNet encoder; the teacher must be fine-tuned on the run's dataset.
 TEACHER_ALIASES: dict[str, dict[str, str]] = {
     f"nvidia/segformer-{size}": {
