@@ -33,10 +33,13 @@ def main() -> None:
 
     rng = np.random.default_rng(0)
     rows = {
-        "image": [Image.fromarray(rng.integers(0, 256, (args.height, args.width, 3), dtype=np.uint8))
-                  for _ in range(args.images)],
-        "label": [Image.fromarray(rng.integers(0, 19, (args.height, args.width), dtype=np.uint8))
-                  for _ in range(args.images)],
+        "image": [
+            Image.fromarray(rng.integers(0, 256, (args.height, args.width, 3), dtype=np.uint8))
+            for _ in range(args.images)
+        ],
+        "label": [
+            Image.fromarray(rng.integers(0, 19, (args.height, args.width), dtype=np.uint8)) for _ in range(args.images)
+        ],
     }
     features = datasets.Features({"image": datasets.Image(), "label": datasets.Image()})
     split = datasets.Dataset.from_dict(rows, features=features)

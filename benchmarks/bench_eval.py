@@ -48,8 +48,15 @@ def write_split(root: Path, images: int, heights: list[int], width: int) -> Path
 
 def evaluate(student: Path, dataset: Path, batch: int, out: Path) -> tuple[float, float]:
     """(images/s of the evaluation loop, mean IoU) of the student on the split, through the recipe's evaluation."""
-    args = HeteroAKDConfig(output_dir=str(out), distill_method="none", do_eval=True, per_device_eval_batch_size=batch,
-                           report_to="none", disable_tqdm=True, dataloader_pin_memory=False)
+    args = HeteroAKDConfig(
+        output_dir=str(out),
+        distill_method="none",
+        do_eval=True,
+        per_device_eval_batch_size=batch,
+        report_to="none",
+        disable_tqdm=True,
+        dataloader_pin_memory=False,
+    )
     metrics = run_distillation(ModelArguments(student=str(student)), DataArguments(dataset=str(dataset)), args)
     return metrics["eval_samples_per_second"], metrics["eval_mean_iou"]
 
@@ -65,13 +72,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         student = tmp / "student"
-        build_student("resnet18", {i: f"class {i}" for i in range(NUM_LABELS)}, pretrained_backbone=False).save_pretrained(
-            student
-        )
+        build_student(
+            "resnet18", {i: f"class {i}" for i in range(NUM_LABELS)}, pretrained_backbone=False
+        ).save_pretrained(student)
         splits = {
             "equal sizes": write_split(tmp / "equal", args.images, [args.height], args.width),
-            "three sizes": write_split(tmp / "mixed", args.images, [args.height, args.height * 3 // 4,
-                                                                    args.height * 7 // 8], args.width),
+            "three sizes": write_split(
+                tmp / "mixed", args.images, [args.height, args.height * 3 // 4, args.height * 7 // 8], args.width
+            ),
         }
         print(f"{args.images} images, {args.width} wide, {torch.get_num_threads()} threads")
         summary = []
@@ -81,7 +89,9 @@ def main() -> None:
                 print(f"{name:12s} batch {batch}: {speed:6.2f} images/s  mean IoU {miou:.9f}")
             ratio = rows[args.batch][0] / rows[1][0]
             change = abs(rows[args.batch][1] - rows[1][1])
-            summary.append(f"{name}: batch {args.batch} / batch 1 = {ratio:.2f}x images/s, mean IoU changed by {change:.1e}")
+            summary.append(
+                f"{name}: batch {args.batch} / batch 1 = {ratio:.2f}x images/s, mean IoU changed by {change:.1e}"
+            )
         print("\n".join(summary))
 
 

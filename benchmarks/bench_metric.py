@@ -1,6 +1,7 @@
 """Streaming MeanIoU vs ``evaluate``'s ``mean_iou``, on the same random predictions.
 
-    python benchmarks/bench_metric.py [--images 8] [--batch 2] [--height 512] [--width 1024] [--classes 19] [--repeats 9]
+    python benchmarks/bench_metric.py [--images 8] [--batch 2] [--height 512] [--width 1024] [--classes 19] \
+        [--repeats 9]
                                       [--baseline OLD_METRICS_PY]
 
 Rows, each fed the same int64 maps batch by batch (argmax output and collated labels), results asserted equal:
@@ -64,7 +65,9 @@ def evaluate_modules() -> dict[str, object]:
 
         def _info(self):
             return evaluate.MetricInfo(
-                description="mean IoU, evaluate's definition", citation="", inputs_description="",
+                description="mean IoU, evaluate's definition",
+                citation="",
+                inputs_description="",
                 features=self.FEATURES,
             )
 
@@ -123,7 +126,9 @@ def main() -> None:
     predictions = rng.integers(0, args.classes, size=shape)
     labels = rng.integers(0, args.classes, size=shape)
     labels[rng.random(shape) < 0.1] = 255
-    batches = [(predictions[i : i + args.batch], labels[i : i + args.batch]) for i in range(0, args.images, args.batch)]
+    batches = [
+        (predictions[i : i + args.batch], labels[i : i + args.batch]) for i in range(0, args.images, args.batch)
+    ]
 
     def streaming_with(metric_class: type, **options):
         def run():
@@ -131,6 +136,7 @@ def main() -> None:
             for preds, refs in batches:
                 metric.update(torch.from_numpy(preds), torch.from_numpy(refs))
             return metric.compute()
+
         return run
 
     def at_one_thread(run):
@@ -141,6 +147,7 @@ def main() -> None:
                 return run()
             finally:
                 torch.set_num_threads(threads)
+
         return run_at_one_thread
 
     streaming = streaming_with(MeanIoU)
@@ -150,6 +157,7 @@ def main() -> None:
             for preds, refs in batches:
                 module.add_batch(predictions=preds, references=refs)
             return module.compute(num_labels=args.classes, ignore_index=255)
+
         return run
 
     def bare_numpy():
@@ -168,9 +176,11 @@ def main() -> None:
         for key in KEYS:  # the same counts, divided the same way: equal to the last bit
             np.testing.assert_array_equal(timings[STREAMING][1][key], result[key], err_msg=f"{name}: {key}")
 
-    print(f"{args.images} predictions of {args.height}x{args.width} (int64), {args.classes} classes, "
-          f"fed in batches of {args.batch}; median of {args.repeats} rounds in shuffled order; "
-          f"torch at {torch.get_num_threads()} threads")
+    print(
+        f"{args.images} predictions of {args.height}x{args.width} (int64), {args.classes} classes, "
+        f"fed in batches of {args.batch}; median of {args.repeats} rounds in shuffled order; "
+        f"torch at {torch.get_num_threads()} threads"
+    )
     width = max(map(len, rows)) + 2
     print(f"{'implementation':<{width}}{'seconds':>9}{'/ streaming':>13}")
     ours = timings[STREAMING][0]
@@ -186,6 +196,7 @@ def main() -> None:
         return " and ".join(against) + f" ({timings[BARE][0] / timings[row_one_thread][0]:.1f}x at 1 thread)"
 
     print(f"identical results; streaming is {ratios(STREAMING, ONE_THREAD)}")
+
 
 if __name__ == "__main__":
     main()

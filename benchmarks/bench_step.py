@@ -85,9 +85,15 @@ def main() -> None:
         return model.to(torch.bfloat16 if args.bf16 else torch.float32)
 
     def make_trainer(method: str, channels_last: bool = False, compile: bool = False) -> HeteroAKDTrainer:
-        config = HeteroAKDConfig(output_dir="/tmp/bench_step", distill_method=method, report_to="none",
-                                 use_cpu=device.type == "cpu", bf16=args.bf16, channels_last=channels_last,
-                                 torch_compile=compile)
+        config = HeteroAKDConfig(
+            output_dir="/tmp/bench_step",
+            distill_method=method,
+            report_to="none",
+            use_cpu=device.type == "cpu",
+            bf16=args.bf16,
+            channels_last=channels_last,
+            torch_compile=compile,
+        )
         trainer = HeteroAKDTrainer(
             model=build_student(args.student, id2label, pretrained_backbone=False).to(device),
             teacher_model=teacher() if method != "none" else None,
@@ -119,6 +125,7 @@ def main() -> None:
             optimizer.zero_grad(set_to_none=True)
             if device.type == "cuda":
                 torch.cuda.synchronize()
+
         return run
 
     variants = {
@@ -149,8 +156,10 @@ def main() -> None:
 
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     precision = "bf16 autocast" if args.bf16 else "fp32"
-    print(f"{name}; batch {args.batch}x3x{args.height}x{args.width}, {precision}; "
-          f"Segformer-{args.teacher}-sized teacher -> {args.student} student")
+    print(
+        f"{name}; batch {args.batch}x3x{args.height}x{args.width}, {precision}; "
+        f"Segformer-{args.teacher}-sized teacher -> {args.student} student"
+    )
     if device.type == "cuda":
         memory = "peak memory per step (MiB, CUDA max allocated)"
     else:
@@ -158,8 +167,11 @@ def main() -> None:
     print(f"{'variant':<26}{'step (s)':>10}{'images/s':>10}  {memory}")
     for name, (seconds, mb) in results.items():
         print(f"{name:<26}{seconds:>10.4f}{args.batch / seconds:>10.2f}  {mb:>8.0f}")
-    baselines = {"(a) channels_last": "(a) student alone", "(d) channels_last": "(d) + HeteroAKD",
-                 "(d) torch_compile": "(d) + HeteroAKD"}
+    baselines = {
+        "(a) channels_last": "(a) student alone",
+        "(d) channels_last": "(d) + HeteroAKD",
+        "(d) torch_compile": "(d) + HeteroAKD",
+    }
     for name, baseline in baselines.items():
         if name in results:
             print(f"{name} / {baseline} = {results[name][0] / results[baseline][0]:.3f}")

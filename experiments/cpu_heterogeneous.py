@@ -66,14 +66,29 @@ def teacher_init(num_labels: int) -> SegformerForSemanticSegmentation:
     return tiny_segformer(num_labels, patch_sizes=[3, 3, 3, 3], strides=[2, 2, 2, 1])
 
 
-def training_args(output_dir: Path, steps: int, learning_rate: float, seed: int, eval_steps: int,
-                  batch_size: int, **options: Any) -> HeteroAKDConfig:
+def training_args(
+    output_dir: Path, steps: int, learning_rate: float, seed: int, eval_steps: int, batch_size: int, **options: Any
+) -> HeteroAKDConfig:
     return HeteroAKDConfig(
-        output_dir=str(output_dir), max_steps=steps, learning_rate=learning_rate, seed=seed,
-        per_device_train_batch_size=batch_size, per_device_eval_batch_size=32, lr_scheduler_type="polynomial",
-        warmup_steps=0.05, logging_steps=min(eval_steps, CHECK_STEP), eval_strategy="steps", eval_steps=eval_steps,
-        save_strategy="no", report_to="none", do_train=True, do_eval=True, dataloader_num_workers=0,
-        overwrite_output_dir=True, disable_tqdm=True, **options,
+        output_dir=str(output_dir),
+        max_steps=steps,
+        learning_rate=learning_rate,
+        seed=seed,
+        per_device_train_batch_size=batch_size,
+        per_device_eval_batch_size=32,
+        lr_scheduler_type="polynomial",
+        warmup_steps=0.05,
+        logging_steps=min(eval_steps, CHECK_STEP),
+        eval_strategy="steps",
+        eval_steps=eval_steps,
+        save_strategy="no",
+        report_to="none",
+        do_train=True,
+        do_eval=True,
+        dataloader_num_workers=0,
+        overwrite_output_dir=True,
+        disable_tqdm=True,
+        **options,
     )
 
 
@@ -97,10 +112,16 @@ def summarize(runs: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, Any]
     for arm, seeds in runs.items():
         finals = [run["mean_iou"] for run in seeds]
         se = statistics.stdev(finals) / math.sqrt(len(finals)) if len(finals) > 1 else float("nan")
-        summary[arm] = {"mean": statistics.mean(finals), "se": se, "n": len(finals), "vs": {
-            base: paired_difference(finals, [run["mean_iou"] for run in runs[base]])
-            for base in BASELINES if base in runs and base != arm
-        }}
+        summary[arm] = {
+            "mean": statistics.mean(finals),
+            "se": se,
+            "n": len(finals),
+            "vs": {
+                base: paired_difference(finals, [run["mean_iou"] for run in runs[base]])
+                for base in BASELINES
+                if base in runs and base != arm
+            },
+        }
     return summary
 
 
@@ -114,11 +135,14 @@ def _difference_cell(diff: dict[str, float] | None) -> str:
 def markdown_table(summary: dict[str, dict[str, Any]], teacher_miou: float, split: str = "test") -> str:
     """Mean ± SE of each arm and its paired differences with the baselines; ** marks a mean > 2 SE."""
     bases = [base for base in BASELINES if base in summary]
+
     def row(cells: list[str]) -> str:
         return "| " + " | ".join(cells) + " |"
 
-    lines = [row(["arm", f"{split} mIoU (mean ± SE)", *(f"Δ vs {base}" for base in bases)]),
-             row(["---"] * (2 + len(bases)))]
+    lines = [
+        row(["arm", f"{split} mIoU (mean ± SE)", *(f"Δ vs {base}" for base in bases)]),
+        row(["---"] * (2 + len(bases))),
+    ]
     for arm, s in summary.items():
         cells = [_difference_cell(s["vs"].get(base)) for base in bases]
         lines.append(row([arm, f"{s['mean']:.4f} ± {s['se']:.4f}", *cells]))
@@ -140,8 +164,9 @@ def verdict(summary: dict[str, dict[str, Any]]) -> list[str]:
             lines.append(f"- heteroakd − {base}: {d['mean']:+.4f} ± {d['se']:.4f} (bar: > 2 SE, {met})")
     if "cwd" in h["vs"]:
         d = h["vs"]["cwd"]
-        lines.append(f"- heteroakd − cwd: {d['mean']:+.4f} ± {d['se']:.4f} (bar: ≥ 0, "
-                     f"{'met' if d['mean'] >= 0 else 'not met'})")
+        lines.append(
+            f"- heteroakd − cwd: {d['mean']:+.4f} ± {d['se']:.4f} (bar: ≥ 0, {'met' if d['mean'] >= 0 else 'not met'})"
+        )
     return lines
 
 
@@ -162,16 +187,22 @@ def plot(runs: dict[str, list[dict[str, Any]]], teacher_miou: float, path: Path)
         steps, mean = mean_curve(seeds, "eval_mean_iou")
         left.plot(steps, mean, marker="o", markersize=3, label=arm)
     left.axhline(teacher_miou, color="black", linestyle="--", linewidth=1, label="teacher")
-    left.set(xlabel="student training step", ylabel="held-out mIoU (mean over seeds)",
-             title="Segformer teacher → DeepLabV3-ResNet-18 student")
+    left.set(
+        xlabel="student training step",
+        ylabel="held-out mIoU (mean over seeds)",
+        title="Segformer teacher → DeepLabV3-ResNet-18 student",
+    )
     left.grid(alpha=0.3)
     left.legend(fontsize=7)
     for key, style in (("hakd_acc_teacher", "-"), ("hakd_acc_student", "--"), ("hakd_s_t", ":")):
         steps, mean = mean_curve(runs.get("heteroakd", []), key)
         if steps:
             right.plot(steps, mean, style, label=key.removeprefix("hakd_"))
-    right.set(xlabel="student training step", ylabel="mean over labelled pixels and seeds",
-              title="heteroakd: projected-map accuracy and KMM's S_T")
+    right.set(
+        xlabel="student training step",
+        ylabel="mean over labelled pixels and seeds",
+        title="heteroakd: projected-map accuracy and KMM's S_T",
+    )
     right.grid(alpha=0.3)
     right.legend(fontsize=7)
     fig.tight_layout()
@@ -179,18 +210,23 @@ def plot(runs: dict[str, list[dict[str, Any]]], teacher_miou: float, path: Path)
     plt.close(fig)
 
 
-def go_no_go(teacher_dev: float, alone_dev: float, heteroakd_log: dict[str, list[tuple[int, float]]] | None
-             ) -> list[str]:
+def go_no_go(
+    teacher_dev: float, alone_dev: float, heteroakd_log: dict[str, list[tuple[int, float]]] | None
+) -> list[str]:
     """The reasons the experiment cannot show a transfer of knowledge; empty when it can."""
     failures = []
     if teacher_dev - alone_dev < MIN_TEACHER_LEAD:
-        failures.append(f"the teacher leads the student alone by {teacher_dev - alone_dev:.4f} mIoU on the "
-                        f"development split, less than {MIN_TEACHER_LEAD}")
+        failures.append(
+            f"the teacher leads the student alone by {teacher_dev - alone_dev:.4f} mIoU on the "
+            f"development split, less than {MIN_TEACHER_LEAD}"
+        )
     if heteroakd_log is not None:
         at = {key: dict(heteroakd_log[key]).get(CHECK_STEP) for key in ("hakd_acc_teacher", "hakd_acc_student")}
         if None in at.values() or at["hakd_acc_teacher"] <= at["hakd_acc_student"]:
-            failures.append(f"at step {CHECK_STEP} the teacher's projected map is not more accurate than the "
-                            f"student's ({at['hakd_acc_teacher']} vs {at['hakd_acc_student']})")
+            failures.append(
+                f"at step {CHECK_STEP} the teacher's projected map is not more accurate than the "
+                f"student's ({at['hakd_acc_teacher']} vs {at['hakd_acc_student']})"
+            )
     return failures
 
 
@@ -208,10 +244,16 @@ def make_data(data_dir: Path, num_train: int, num_validation: int, num_test: int
 def train_teacher(out: Path, data_args: DataArguments, steps: int, batch_size: int) -> tuple[Path, float]:
     """The teacher, trained once with seed 0 and reused while its settings are unchanged; (folder, seconds)."""
     teacher_dir = out / "teacher"
-    settings = json.loads(json.dumps({  # as read back from the record: JSON keys are strings
-        "teacher_steps": steps, "dataset": data_args.dataset, "batch_size": batch_size,
-        "config": teacher_init(len(CLASS_NAMES)).config.to_diff_dict(),
-    }))
+    settings = json.loads(
+        json.dumps(
+            {  # as read back from the record: JSON keys are strings
+                "teacher_steps": steps,
+                "dataset": data_args.dataset,
+                "batch_size": batch_size,
+                "config": teacher_init(len(CLASS_NAMES)).config.to_diff_dict(),
+            }
+        )
+    )
     record = teacher_dir / "experiment_teacher.json"
     if record.is_file() and json.loads(record.read_text())["settings"] == settings:
         return teacher_dir, json.loads(record.read_text())["seconds"]
@@ -220,7 +262,8 @@ def train_teacher(out: Path, data_args: DataArguments, steps: int, batch_size: i
     teacher_init(len(CLASS_NAMES)).save_pretrained(init)
     SegformerImageProcessor(do_resize=False).save_pretrained(init)
     run_distillation(
-        ModelArguments(student=str(init)), data_args,
+        ModelArguments(student=str(init)),
+        data_args,
         training_args(teacher_dir, steps, 1e-3, 0, max(steps // 4, 1), batch_size, distill_method="none"),
     )
     seconds = time.perf_counter() - start
@@ -252,8 +295,10 @@ def run_experiment(
     data_dir = make_data(out / "data", num_train, num_validation, num_test)
     teacher_data = DataArguments(dataset=str(data_dir), crop_size=[64], scale_range=[0.75, 1.5])
     teacher_dir, teacher_seconds = train_teacher(out, teacher_data, teacher_steps, batch_size)
-    teacher = {split: evaluate_saved_student(str(teacher_dir), str(data_dir), split)["mean_iou"]
-               for split in ("validation", eval_split)}
+    teacher = {
+        split: evaluate_saved_student(str(teacher_dir), str(data_dir), split)["mean_iou"]
+        for split in ("validation", eval_split)
+    }
 
     # Students train on the images as they are, so the teacher's outputs are computed once and cached.
     student_data = DataArguments(dataset=str(data_dir), eval_split=eval_split, no_augmentation=True)
@@ -269,18 +314,26 @@ def run_experiment(
                 flags["teacher_logits_cache"] = str(out / "teacher_cache" / cache)
             run_dir = out / "students" / arm / f"seed{seed}"
             metrics = run_distillation(
-                ModelArguments(teacher=str(teacher_dir), student="resnet18", student_pretrained_backbone=False,
-                               student_output_stride=STUDENT_OUTPUT_STRIDE),
-                student_data, training_args(run_dir, student_steps, 1e-3, seed, eval_steps, batch_size, **flags),
+                ModelArguments(
+                    teacher=str(teacher_dir),
+                    student="resnet18",
+                    student_pretrained_backbone=False,
+                    student_output_stride=STUDENT_OUTPUT_STRIDE,
+                ),
+                student_data,
+                training_args(run_dir, student_steps, 1e-3, seed, eval_steps, batch_size, **flags),
             )
-            runs.setdefault(arm, []).append({"seed": seed, "mean_iou": metrics["eval_mean_iou"],
-                                             "log": run_log(run_dir)})
+            runs.setdefault(arm, []).append(
+                {"seed": seed, "mean_iou": metrics["eval_mean_iou"], "log": run_log(run_dir)}
+            )
             logger.warning("%s seed %d: %s mIoU %.4f", arm, seed, eval_split, metrics["eval_mean_iou"])
         if seed == seeds[0] and "none" in runs:
-            alone_dev = evaluate_saved_student(str(out / "students" / "none" / f"seed{seed}"), str(data_dir),
-                                               "validation")["mean_iou"]
-            failures = go_no_go(teacher["validation"], alone_dev, runs["heteroakd"][0]["log"]
-                                if "heteroakd" in runs else None)
+            alone_dev = evaluate_saved_student(
+                str(out / "students" / "none" / f"seed{seed}"), str(data_dir), "validation"
+            )["mean_iou"]
+            failures = go_no_go(
+                teacher["validation"], alone_dev, runs["heteroakd"][0]["log"] if "heteroakd" in runs else None
+            )
             if failures:
                 break
 
@@ -290,25 +343,40 @@ def run_experiment(
         "go_no_go_failures": failures,
         "summary": summary,
         "runs": runs,
-        "settings": {"eval_split": eval_split, "teacher_steps": teacher_steps, "student_steps": student_steps,
-                     "seeds": seeds, "num_train": num_train, "num_validation": num_validation,
-                     "num_test": num_test, "batch_size": batch_size, "options": options},
-        "seconds": {"teacher": teacher_seconds, "students": time.perf_counter() - students_start,
-                    "total": time.perf_counter() - start},
+        "settings": {
+            "eval_split": eval_split,
+            "teacher_steps": teacher_steps,
+            "student_steps": student_steps,
+            "seeds": seeds,
+            "num_train": num_train,
+            "num_validation": num_validation,
+            "num_test": num_test,
+            "batch_size": batch_size,
+            "options": options,
+        },
+        "seconds": {
+            "teacher": teacher_seconds,
+            "students": time.perf_counter() - students_start,
+            "total": time.perf_counter() - start,
+        },
     }
     (out / "results.json").write_text(json.dumps(results, indent=2))
     report = write_report(results, out)
     print(report)
     seconds = results["seconds"]
-    print(f"teacher {seconds['teacher'] / 60:.1f} min + students {seconds['students'] / 60:.1f} min; "
-          f"results.md, results.json and miou_vs_steps.png in {out}")
+    print(
+        f"teacher {seconds['teacher'] / 60:.1f} min + students {seconds['students'] / 60:.1f} min; "
+        f"results.md, results.json and miou_vs_steps.png in {out}"
+    )
     return results
 
 
 def diagnostics_table(runs: dict[str, list[dict[str, Any]]]) -> str:
     """Each HeteroAKD arm's diagnostics at its first and last logging step, mean over seeds."""
-    lines = ["| arm | step | " + " | ".join(key.removeprefix("hakd_") for key in DIAGNOSTICS) + " |",
-             "|---" * (2 + len(DIAGNOSTICS)) + "|"]
+    lines = [
+        "| arm | step | " + " | ".join(key.removeprefix("hakd_") for key in DIAGNOSTICS) + " |",
+        "|---" * (2 + len(DIAGNOSTICS)) + "|",
+    ]
     for arm, seeds in runs.items():
         if not seeds[0]["log"].get(DIAGNOSTICS[0]):
             continue
@@ -324,10 +392,12 @@ def write_report(results: dict[str, Any], out: Path) -> str:
     split, teacher = results["settings"]["eval_split"], results["teacher_mean_iou"]
     if results["go_no_go_failures"]:
         report = "**Inconclusive**: the experiment cannot show a transfer of knowledge, because\n" + "\n".join(
-            f"- {reason}" for reason in results["go_no_go_failures"])
+            f"- {reason}" for reason in results["go_no_go_failures"]
+        )
     else:
-        report = "\n".join([markdown_table(results["summary"], teacher[split], split), "",
-                             *verdict(results["summary"])])
+        report = "\n".join(
+            [markdown_table(results["summary"], teacher[split], split), "", *verdict(results["summary"])]
+        )
     report += "\n\nDiagnostics of the HeteroAKD arms (training batches, mean over seeds):\n\n"
     report += diagnostics_table(results["runs"]) + "\n"
     (out / "results.md").write_text(report)
@@ -347,13 +417,30 @@ def parse_option(text: str) -> tuple[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output_dir", default="outputs/cpu_heterogeneous")
-    parser.add_argument("--arms", nargs="+", choices=list(ARMS), default=None, metavar="ARM",
-                        help=f"Arms to compare, of {', '.join(ARMS)} (default: all).")
+    parser.add_argument(
+        "--arms",
+        nargs="+",
+        choices=list(ARMS),
+        default=None,
+        metavar="ARM",
+        help=f"Arms to compare, of {', '.join(ARMS)} (default: all).",
+    )
     parser.add_argument("--seeds", nargs="+", type=int, default=None, help="Student seeds (default: 0 1 2 3).")
-    parser.add_argument("--eval_split", default="test", choices=["test", "validation"],
-                        help="test: the held-out report; validation: the development split, to choose settings.")
-    parser.add_argument("--set", dest="options", nargs="+", type=parse_option, default=[], metavar="NAME=VALUE",
-                        help="HeteroAKDConfig fields set in every distilling arm (for choosing settings).")
+    parser.add_argument(
+        "--eval_split",
+        default="test",
+        choices=["test", "validation"],
+        help="test: the held-out report; validation: the development split, to choose settings.",
+    )
+    parser.add_argument(
+        "--set",
+        dest="options",
+        nargs="+",
+        type=parse_option,
+        default=[],
+        metavar="NAME=VALUE",
+        help="HeteroAKDConfig fields set in every distilling arm (for choosing settings).",
+    )
     parser.add_argument("--teacher_steps", type=int, default=3000)
     parser.add_argument("--student_steps", type=int, default=150)
     parser.add_argument("--eval_steps", type=int, default=50)
@@ -361,8 +448,11 @@ def main() -> None:
     parser.add_argument("--num_validation", type=int, default=128)
     parser.add_argument("--num_test", type=int, default=256)
     parser.add_argument("--batch_size", type=int, default=8)
-    parser.add_argument("--report_only", action="store_true",
-                        help="Rewrite results.md and the plot from the output folder's results.json; train nothing.")
+    parser.add_argument(
+        "--report_only",
+        action="store_true",
+        help="Rewrite results.md and the plot from the output folder's results.json; train nothing.",
+    )
     args = vars(parser.parse_args())
     args["options"] = dict(args["options"])
     if args.pop("report_only"):

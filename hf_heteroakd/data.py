@@ -20,13 +20,6 @@ import PIL.Image
 import torch
 import torch.nn.functional as nnf
 from datasets.distributed import split_dataset_by_node
-
-from hf_heteroakd.errors import HeteroAKDError
-from hf_heteroakd.seeding import PerSampleSeed
-from hf_heteroakd.losses import IGNORE_INDEX
-from hf_heteroakd.seeding import sample_rng
-
-
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
 from hf_heteroakd.dataset_loading import (
@@ -39,6 +32,9 @@ from hf_heteroakd.dataset_loading import (
     load_segmentation_data,
     reduce_labels,
 )
+from hf_heteroakd.errors import HeteroAKDError
+from hf_heteroakd.losses import IGNORE_INDEX
+from hf_heteroakd.seeding import PerSampleSeed, sample_rng
 from hf_heteroakd.transforms import (
     PHOTOMETRIC_DISTORTION,
     PairTransform,
@@ -49,10 +45,30 @@ from hf_heteroakd.transforms import (
 )
 
 __all__ = [
-    "IGNORE_INDEX", "IMAGENET_DEFAULT_MEAN", "IMAGENET_DEFAULT_STD", "IMAGE_COLUMN_CANDIDATES", "LABEL_COLUMN_CANDIDATES", "PHOTOMETRIC_DISTORTION", "LabelTransform",
-    "PairTransform", "RandomScale", "SegmentationData", "SegmentationDataset", "SegmentationTransform", "Split",
-    "StreamingSegmentationDataset", "check_label_range", "collate_segmentation", "eval_transforms", "first_image_size",
-    "first_rows", "load_id2label", "load_segmentation_data", "reduce_labels", "same_size_groups", "train_transforms",
+    "IGNORE_INDEX",
+    "IMAGENET_DEFAULT_MEAN",
+    "IMAGENET_DEFAULT_STD",
+    "IMAGE_COLUMN_CANDIDATES",
+    "LABEL_COLUMN_CANDIDATES",
+    "PHOTOMETRIC_DISTORTION",
+    "LabelTransform",
+    "PairTransform",
+    "RandomScale",
+    "SegmentationData",
+    "SegmentationDataset",
+    "SegmentationTransform",
+    "Split",
+    "StreamingSegmentationDataset",
+    "check_label_range",
+    "collate_segmentation",
+    "eval_transforms",
+    "first_image_size",
+    "first_rows",
+    "load_id2label",
+    "load_segmentation_data",
+    "reduce_labels",
+    "same_size_groups",
+    "train_transforms",
 ]
 
 logger = logging.getLogger(__name__)
@@ -216,7 +232,9 @@ class StreamingSegmentationDataset(_SampleReader, torch.utils.data.IterableDatas
             row = f"{position}" + (f" ({raw['image']['path']})" if raw["image"].get("path") else "")
             if readers > 1:
                 row += f" as read by process {self.rank}, DataLoader worker {worker_id}"
-            rng = nullcontext() if self.seed is None else sample_rng(self.seed, self.epoch, position * readers + reader)
+            rng = (
+                nullcontext() if self.seed is None else sample_rng(self.seed, self.epoch, position * readers + reader)
+            )
             with rng:
                 sample = self._read_or_skip(partial(self.split.features.decode_example, raw), row)
             if sample is not None:  # a skipped row is left out: batches stay full
@@ -285,9 +303,7 @@ def _check_mask(mask: np.ndarray, num_labels: int, ignore_index: int, split_name
         )
 
 
-def collate_segmentation(
-    batch: list[dict[str, torch.Tensor]], ignore_index: int = IGNORE_INDEX
-) -> dict[str, Any]:
+def collate_segmentation(batch: list[dict[str, torch.Tensor]], ignore_index: int = IGNORE_INDEX) -> dict[str, Any]:
     """Stack samples into ``pixel_values`` (B, 3, H, W), ``labels`` (B, H, W), ``image_sizes`` (each
     sample's (H, W), a list of B tuples) and, when every sample has one, ``index``, the B row indices.
 

@@ -25,7 +25,6 @@ from huggingface_hub.errors import EntryNotFoundError, HFValidationError
 from hf_heteroakd.errors import HeteroAKDError
 from hf_heteroakd.losses import IGNORE_INDEX
 
-
 logger = logging.getLogger(__name__)
 
 
@@ -96,7 +95,11 @@ def load_segmentation_data(
         if image_column not in split.column_names or label_column not in split.column_names:
             logger.warning(
                 "Leaving out split %r of %r: it lacks column %r or %r (it has %s).",
-                split_name, dataset, image_column, label_column, split.column_names,
+                split_name,
+                dataset,
+                image_column,
+                label_column,
+                split.column_names,
             )
             continue
         split = split.select_columns([image_column, label_column])
@@ -110,7 +113,11 @@ def load_segmentation_data(
 
 
 def _load_splits(
-    dataset: str, dataset_config: str | None, data_dir: str | None, cache_dir: str | None, revision: str | None,
+    dataset: str,
+    dataset_config: str | None,
+    data_dir: str | None,
+    cache_dir: str | None,
+    revision: str | None,
     streaming: bool,
 ) -> datasets.DatasetDict | datasets.IterableDatasetDict:
     """``datasets.load_dataset``, its errors about the input turned into one-line ``HeteroAKDError``s."""
@@ -227,5 +234,3 @@ def _as_decoded_image(split: Split, column: str, role: str) -> Split:
                 f"Choose the right column with --{role}_column_name."
             ) from None
     return cast
-
-

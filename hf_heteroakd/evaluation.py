@@ -38,16 +38,20 @@ TABLE_NAME = "per_class_iou.md"
 class EvaluationArguments:
     model: str = field(
         default=None,
-        metadata={"help": "Path or Hub id of the AutoModelForSemanticSegmentation checkpoint to evaluate: a saved "
-                  "student, a teacher, any semantic-segmentation model."},
+        metadata={
+            "help": "Path or Hub id of the AutoModelForSemanticSegmentation checkpoint to evaluate: a saved "
+            "student, a teacher, any semantic-segmentation model."
+        },
     )
     trust_remote_code: bool = field(
         default=False, metadata={"help": "Allow the checkpoint's own modeling code to run (off by default)."}
     )
     allow_pickle_weights: bool = field(
         default=False,
-        metadata={"help": "Also load checkpoints that ship only pickle (.bin) weights, with torch's weights_only "
-                  "unpickler. Off: safetensors weights only."},
+        metadata={
+            "help": "Also load checkpoints that ship only pickle (.bin) weights, with torch's weights_only "
+            "unpickler. Off: safetensors weights only."
+        },
     )
 
     def __post_init__(self) -> None:
@@ -73,11 +77,18 @@ def run_evaluation(
     id2label = resolve_id2label(data.id2label, model, role="model")
     mean, std = model_normalization(model, eval_args.model)
     eval_set = build_split(
-        data, data_args, data_args.eval_split, eval_transforms(mean, std), len(id2label), training_args.ignore_index,
+        data,
+        data_args,
+        data_args.eval_split,
+        eval_transforms(mean, std),
+        len(id2label),
+        training_args.ignore_index,
         data_args.max_eval_samples,
     )
     trainer = HeteroAKDTrainer(
-        model=model, args=training_args, eval_dataset=eval_set,
+        model=model,
+        args=training_args,
+        eval_dataset=eval_set,
         data_collator=partial(collate_segmentation, ignore_index=training_args.ignore_index),
     )
     metrics = trainer.evaluate()
@@ -86,9 +97,14 @@ def run_evaluation(
     if trainer.is_world_process_zero():
         output_dir = Path(training_args.output_dir)
         save_mean_iou(
-            output_dir / RESULT_NAME, trainer.mean_iou_result, model=eval_args.model, dataset=data_args.dataset,
-            split=data_args.eval_split, num_images=len(eval_set) if hasattr(eval_set, "__len__") else None,
-            eval_crop_size=training_args.eval_crop_size, eval_stride=training_args.eval_stride,
+            output_dir / RESULT_NAME,
+            trainer.mean_iou_result,
+            model=eval_args.model,
+            dataset=data_args.dataset,
+            split=data_args.eval_split,
+            num_images=len(eval_set) if hasattr(eval_set, "__len__") else None,
+            eval_crop_size=training_args.eval_crop_size,
+            eval_stride=training_args.eval_stride,
             eval_flip=training_args.eval_flip,
         )
         (output_dir / TABLE_NAME).write_text(per_class_table(metrics, id2label))

@@ -65,10 +65,10 @@ def stage_features(
             raise ValueError("image_size is needed to reshape a ViT's tokens to maps")
         grid = (image_size[0] // config.patch_size, image_size[1] // config.patch_size)
         return [tokens_to_map(hidden_states[i], grid) for i in _vit_layers(config)]
-    return list(hidden_states[-len(stage_channels(model)):])
+    return list(hidden_states[-len(stage_channels(model)) :])
 
 
 def tokens_to_map(tokens: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
     """(N, [1 +] h·w, C) tokens → (N, C, h, w), dropping a leading class token if there is one."""
-    patches = tokens[:, -grid[0] * grid[1]:]
+    patches = tokens[:, -grid[0] * grid[1] :]
     return patches.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], *grid)

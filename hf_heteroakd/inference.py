@@ -28,12 +28,12 @@ def sliding_window_logits(
     total, count = None, pixel_values.new_zeros(1, 1, height, width)
     for top in _starts(height, crop_size[0], stride[0]):
         for left in _starts(width, crop_size[1], stride[1]):
-            window = pixel_values[..., top:top + crop_size[0], left:left + crop_size[1]]
+            window = pixel_values[..., top : top + crop_size[0], left : left + crop_size[1]]
             logits = resize_logits(model(window).logits.float(), window.shape[-2:])
             if total is None:
                 total = pixel_values.new_zeros(pixel_values.shape[0], logits.shape[1], height, width)
-            total[..., top:top + window.shape[-2], left:left + window.shape[-1]] += logits
-            count[..., top:top + window.shape[-2], left:left + window.shape[-1]] += 1
+            total[..., top : top + window.shape[-2], left : left + window.shape[-1]] += logits
+            count[..., top : top + window.shape[-2], left : left + window.shape[-1]] += 1
     return total / count
 
 

@@ -11,8 +11,9 @@ the trainer adds them to ``L_task``. Adding a method is one class and its config
         def loss_terms(self, out, teacher, labels):
             return LossTerms({"l2": (self.args.lambda_kd, (out.logits - teacher.logits).pow(2).mean())})
 
-(docs/extending.md walks through a complete example, tested in tests/test_methods.py.) A config field belongs to the methods named in its
-``metadata["methods"]``; the model card lists those fields for the run's method.
+(docs/extending.md walks through a complete example, tested in tests/test_methods.py.) A config field
+belongs to the methods named in its ``metadata["methods"]``; the model card lists those fields for the
+run's method.
 """
 
 from __future__ import annotations
@@ -61,9 +62,7 @@ class DistillationMethod:
             _check_num_labels(student, teacher)
         return None
 
-    def loss_terms(
-        self, out: DistillationOutput, teacher: TeacherOutputs | None, labels: torch.Tensor
-    ) -> LossTerms:
+    def loss_terms(self, out: DistillationOutput, teacher: TeacherOutputs | None, labels: torch.Tensor) -> LossTerms:
         """The batch's terms; ``out`` holds the student's (B, C, h, w) logits, ``teacher`` the teacher's."""
         return LossTerms({})
 
@@ -140,8 +139,17 @@ class HeteroAKD(PixelKD):
         grid = hakd_grid(labels.shape[-2:], args.hakd_stride)
         per_stage = [
             losses.heteroakd_loss(
-                z_s, z_t, labels, temperature=args.temperature, kmm=args.kmm, kem=args.kem, kem_axis=args.kem_axis,
-                ignore_index=args.ignore_index, eps=args.kmm_eps, activation=args.hakd_activation, grid=grid,
+                z_s,
+                z_t,
+                labels,
+                temperature=args.temperature,
+                kmm=args.kmm,
+                kem=args.kem,
+                kem_axis=args.kem_axis,
+                ignore_index=args.ignore_index,
+                eps=args.kmm_eps,
+                activation=args.hakd_activation,
+                grid=grid,
                 proj_loss=args.proj_loss,
             )
             for z_s, z_t in zip(out.student_projected, out.teacher_projected)

@@ -43,7 +43,6 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
-
 __all__ = ["MeanIoU", "MeanIoUForTrainer", "TRAINER_PAD_INDEX", "flatten_mean_iou"]
 
 #: Value the ``Trainer`` uses to pad labels/predictions across processes; always ignored.
@@ -299,7 +298,10 @@ class MeanIoUForTrainer:
         label_map: Mapping[int, int] | None = None,
     ) -> None:
         self.metric = MeanIoU(
-            num_labels, ignore_index=ignore_index, reduce_labels=reduce_labels, label_map=label_map,
+            num_labels,
+            ignore_index=ignore_index,
+            reduce_labels=reduce_labels,
+            label_map=label_map,
         )
         self.id2label = dict(id2label) if id2label is not None else None
 

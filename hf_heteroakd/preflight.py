@@ -41,7 +41,11 @@ def preflight(
     if not batches:
         raise HeteroAKDError("nothing to check: pass --do_train and/or --do_eval")
 
-    if crop_size is not None and image_size is not None and (crop_size[0] > image_size[0] or crop_size[1] > image_size[1]):
+    if (
+        crop_size is not None
+        and image_size is not None
+        and (crop_size[0] > image_size[0] or crop_size[1] > image_size[1])
+    ):
         report.append(
             f"warning: the training crop {crop_size[0]}x{crop_size[1]} is larger than the images "
             f"({image_size[0]}x{image_size[1]}); crops are padded with ignored pixels: set --crop_size"

@@ -40,7 +40,9 @@ _MAP = datasets.Sequence(datasets.Sequence(datasets.Value("int64")))
 class StreamingMeanIoU(evaluate.Metric):
     def _info(self) -> evaluate.MetricInfo:
         return evaluate.MetricInfo(
-            description=_DESCRIPTION, citation="", inputs_description=_INPUTS,
+            description=_DESCRIPTION,
+            citation="",
+            inputs_description=_INPUTS,
             features=datasets.Features({"predictions": _MAP, "references": _MAP}),
         )
 

@@ -57,7 +57,7 @@ def build_student(
         raise HeteroAKDError(f"unknown --student_head {head!r}; choose one of {', '.join(STUDENT_HEADS)}")
     if mit := re.fullmatch(r"mit-(b[0-5])", name):
         return _mit_student(mit.group(1), labels, pretrained_backbone, allow_pickle_weights)
-    if name.startswith("upernet-") and timm.is_model(backbone := name[len("upernet-"):]):
+    if name.startswith("upernet-") and timm.is_model(backbone := name[len("upernet-") :]):
         backbone_config = TimmBackboneConfig(backbone=backbone, out_indices=(1, 2, 3, 4))
         config = UperNetConfig(backbone_config=backbone_config, use_auxiliary_head=False, **labels)
         student = UperNetForSemanticSegmentation(config)
@@ -120,7 +120,10 @@ def _mit_student(
             raise _no_weights(f"nvidia/mit-{size}", err) from None
     hidden_sizes, depths, decoder_size = MIT_SIZES[size]
     config = SegformerConfig(
-        hidden_sizes=hidden_sizes, depths=depths, decoder_hidden_size=decoder_size, num_attention_heads=[1, 2, 5, 8],
+        hidden_sizes=hidden_sizes,
+        depths=depths,
+        decoder_hidden_size=decoder_size,
+        num_attention_heads=[1, 2, 5, 8],
         **labels,
     )
     return SegformerForSemanticSegmentation(config)

@@ -188,8 +188,10 @@ def _check_fixed_inputs(dataset: PerSampleSeed, num_samples: int = 4) -> None:
             first = dataset[index]
             dataset.set_epoch(1)
             second = dataset[index]
-            if first is not None and second is not None and not torch.equal(
-                first["pixel_values"], second["pixel_values"]
+            if (
+                first is not None
+                and second is not None
+                and not torch.equal(first["pixel_values"], second["pixel_values"])
             ):
                 raise HeteroAKDError(
                     f"--teacher_logits_cache stores one teacher output per training image, but training sample "

@@ -11,7 +11,6 @@ from transformers.models.auto.modeling_auto import MODEL_FOR_SEMANTIC_SEGMENTATI
 from .errors import HeteroAKDError
 from .presets import DatasetSource, resolve_dataset
 
-
 # Floating-point dtypes by the names the flags take (--teacher_dtype, --teacher_logits_cache_dtype).
 DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -77,7 +76,9 @@ def not_a_segmentation_model(role: str, name_or_path: str) -> HeteroAKDError:
     try:
         config = AutoConfig.from_pretrained(name_or_path)
         architecture = (config.architectures or [type(config).__name__])[0]
-        kind = next((k for suffix, k in _KINDS.items() if architecture.endswith(suffix)), f"a {config.model_type} model")
+        kind = next(
+            (k for suffix, k in _KINDS.items() if architecture.endswith(suffix)), f"a {config.model_type} model"
+        )
         what = f"{kind} ({architecture})"
     except (OSError, ValueError):
         what = "not a model transformers can load"
@@ -127,7 +128,10 @@ def load_segmentation_model(
         raise checkpoint_error(role, name_or_path, OSError())
     try:
         model = AutoModelForSemanticSegmentation.from_pretrained(
-            name_or_path, dtype=dtype, trust_remote_code=trust_remote_code, **weights_policy(allow_pickle_weights),
+            name_or_path,
+            dtype=dtype,
+            trust_remote_code=trust_remote_code,
+            **weights_policy(allow_pickle_weights),
         )
     except ValueError as err:
         if "trust_remote_code" in str(err):
@@ -149,7 +153,8 @@ def load_teacher(
     trust_remote_code: bool = False,
     allow_pickle_weights: bool = False,
 ) -> PreTrainedModel:
-    """:func:`load_segmentation_model` of the teacher, frozen, in ``dtype`` (default: :func:`default_teacher_dtype`)."""
+    """:func:`load_segmentation_model` of the teacher, frozen, in ``dtype`` (default:
+    :func:`default_teacher_dtype`)."""
     teacher = load_segmentation_model(
         name_or_path, "teacher", dtype or default_teacher_dtype(), trust_remote_code, allow_pickle_weights
     )

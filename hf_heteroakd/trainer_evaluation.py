@@ -26,7 +26,9 @@ class SegmentationEvaluationMixin:
             raise ValueError("evaluation needs an eval_dataset")
         rank, world_size = self.args.process_index, self.args.world_size
         for_process = getattr(dataset, "for_process", None)  # our datasets shard themselves
-        shard = for_process(rank, world_size) if for_process else Subset(dataset, range(rank, len(dataset), world_size))
+        shard = (
+            for_process(rank, world_size) if for_process else Subset(dataset, range(rank, len(dataset), world_size))
+        )
         return DataLoader(
             shard,
             batch_size=self.args.eval_batch_size,
@@ -64,8 +66,11 @@ class SegmentationEvaluationMixin:
         with torch.no_grad(), self.compute_loss_context_manager():
             # The bare module: a DDP forward may sync buffers, a collective the uneven shards cannot join.
             logits = segmentation_logits(
-                self.accelerator.unwrap_model(model), pixel_values, self.args.eval_crop_size,
-                self.args.eval_stride, self.args.eval_flip,
+                self.accelerator.unwrap_model(model),
+                pixel_values,
+                self.args.eval_crop_size,
+                self.args.eval_stride,
+                self.args.eval_flip,
             )
         loss_sums, num_valid = losses.task_loss_per_image(logits, labels, self.args.ignore_index)
         self._eval_loss += torch.stack([loss_sums.sum(), num_valid.sum().double()])

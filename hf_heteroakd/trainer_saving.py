@@ -32,7 +32,7 @@ class StudentSavingMixin:
             return
         os.makedirs(output_dir, exist_ok=True)
         if state_dict is not None:  # gathered by the Trainer from FSDP / DeepSpeed shards
-            state_dict = {k[len("student."):]: v for k, v in state_dict.items() if k.startswith("student.")}
+            state_dict = {k[len("student.") :]: v for k, v in state_dict.items() if k.startswith("student.")}
         # Written beside its destination, then moved in file by file: a save interrupted while
         # writing leaves the previous student whole.
         with tempfile.TemporaryDirectory(dir=output_dir, prefix=".saving-") as staging:
@@ -61,8 +61,13 @@ class StudentSavingMixin:
         """Checkpoints (projectors, optimizer state) are never pushed."""
 
     def push_to_hub(
-        self, commit_message: str | None = None, blocking: bool = True, token: str | None = None,
-        revision: str | None = None, private: bool | None = None, **kwargs: Any,
+        self,
+        commit_message: str | None = None,
+        blocking: bool = True,
+        token: str | None = None,
+        revision: str | None = None,
+        private: bool | None = None,
+        **kwargs: Any,
     ) -> str | None:
         """Saves the student and uploads it with :func:`hf_heteroakd.hub.push_student`: the student's files
         and the README.md already in ``output_dir`` (no Trainer-written card; ``blocking`` and ``kwargs``
@@ -74,8 +79,9 @@ class StudentSavingMixin:
         if self.hub_model_id is None:
             self.init_hf_repo(token=token)
         private = private if private is not None else self.args.hub_private_repo
-        return push_student(self.args.output_dir, self.hub_model_id, token, private,
-                            revision or self.args.hub_revision, commit_message)
+        return push_student(
+            self.args.output_dir, self.hub_model_id, token, private, revision or self.args.hub_revision, commit_message
+        )
 
     def _save_checkpoint(self, model: nn.Module, trial: Any) -> None:
         # A checkpoint also holds the projectors, so a resumed run continues them.

@@ -23,16 +23,14 @@ class TeacherMixin:
     batch (a forward, or a read of ``--teacher_logits_cache``) and the fit of the teacher's projectors."""
 
     # no_grad, not inference_mode: HeteroAKD's trainable teacher projectors take the stage features as input, and
-    # inference tensors cannot be saved for backward; inference_mode would need a clone of them, for no measurable gain.
+    # inference tensors cannot be saved for backward; inference_mode would need a clone of them, for no measured gain.
     @torch.no_grad()
     def teacher_forward(self, pixel_values: torch.Tensor) -> ModelOutput:
         """The teacher's logits and (for a method that uses them) stage features, without autograd."""
         if self.teacher_input_transform is not None:
             pixel_values = self.teacher_input_transform(pixel_values)
         dtype = next(self.teacher.parameters()).dtype
-        return self.teacher(
-            pixel_values=pixel_values.to(dtype), output_hidden_states=self.method.uses_stage_features
-        )
+        return self.teacher(pixel_values=pixel_values.to(dtype), output_hidden_states=self.method.uses_stage_features)
 
     def teacher_outputs(self, inputs: dict[str, torch.Tensor]) -> TeacherOutputs:
         """The teacher's logits (B, C, h, w) and, for HeteroAKD, its maps of the ``hakd_stages``: read
@@ -75,8 +73,12 @@ class TeacherMixin:
         with torch.random.fork_rng(devices=[args.device] if args.device.type == "cuda" else []):
             with self.compute_loss_context_manager():
                 loss = fit_projectors(
-                    self.projectors.teacher, batches(), loss_fn, args.teacher_projector_fit_steps,
-                    args.teacher_projector_fit_lr, progress=not args.disable_tqdm and self.is_local_process_zero(),
+                    self.projectors.teacher,
+                    batches(),
+                    loss_fn,
+                    args.teacher_projector_fit_steps,
+                    args.teacher_projector_fit_lr,
+                    progress=not args.disable_tqdm and self.is_local_process_zero(),
                 )
         logger.info("teacher projectors fitted in %d steps: L_proj %.4f", args.teacher_projector_fit_steps, loss)
         return loss
@@ -85,7 +87,10 @@ class TeacherMixin:
         """Opens ``--teacher_logits_cache``; the main process builds it first if needed, the others wait."""
         args = self.args
         key = cache_key(
-            self.teacher, self.train_dataset, self.teacher_input_transform, args.teacher_logits_cache_dtype,
+            self.teacher,
+            self.train_dataset,
+            self.teacher_input_transform,
+            args.teacher_logits_cache_dtype,
             args.hakd_stages if self.method.uses_stage_features else None,
             "bf16" if args.bf16 else "fp16" if args.fp16 else "no",
         )
@@ -96,8 +101,13 @@ class TeacherMixin:
 
         with self.accelerator.main_process_first():
             cache = TeacherLogitsCache.open_or_build(
-                args.teacher_logits_cache, key, self.train_dataset, compute, args.per_device_eval_batch_size,
-                args.dataloader_num_workers, may_build=self.accelerator.is_main_process,
+                args.teacher_logits_cache,
+                key,
+                self.train_dataset,
+                compute,
+                args.per_device_eval_batch_size,
+                args.dataloader_num_workers,
+                may_build=self.accelerator.is_main_process,
                 progress=not args.disable_tqdm,
             )
         sizes = cache.input_sizes

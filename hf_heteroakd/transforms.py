@@ -8,13 +8,12 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import PIL.Image
 import torch
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
 from hf_heteroakd.losses import IGNORE_INDEX
-
-from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +69,10 @@ class SegmentationTransform:
 # ±32 of 255 (here a factor, ColorJitter's brightness is multiplicative), contrast and saturation
 # ×0.5..1.5, hue ±18 of OpenCV's 180 steps, i.e. ±0.1 of the hue circle.
 PHOTOMETRIC_DISTORTION: dict[str, Any] = {
-    "brightness": 32 / 255, "contrast": (0.5, 1.5), "saturation": (0.5, 1.5), "hue": 18 / 180,
+    "brightness": 32 / 255,
+    "contrast": (0.5, 1.5),
+    "saturation": (0.5, 1.5),
+    "hue": 18 / 180,
 }
 
 
@@ -107,5 +109,3 @@ def eval_transforms(
 ) -> SegmentationTransform:
     """Full resolution: only scale to [0, 1] and normalize; labels are returned unchanged."""
     return SegmentationTransform(v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)]))
-
-

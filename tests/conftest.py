@@ -27,6 +27,7 @@ from transformers import (
 
 from hf_heteroakd.synthetic import CLASS_NAMES, make_synthetic_dataset
 
+
 def pytest_collection_modifyitems(config, items):
     """Tests marked ``hub`` need the Hugging Face Hub: they run only with HETEROAKD_HUB_TESTS=1."""
     if os.environ.get("HETEROAKD_HUB_TESTS") == "1" and os.environ.get("HF_HUB_OFFLINE") != "1":
@@ -41,11 +42,17 @@ NUM_LABELS = len(CLASS_NAMES)
 ID2LABEL = dict(enumerate(CLASS_NAMES))
 
 
-def tiny_segformer(num_labels: int = NUM_LABELS, id2label: dict[int, str] | None = None) -> SegformerForSemanticSegmentation:
+def tiny_segformer(
+    num_labels: int = NUM_LABELS, id2label: dict[int, str] | None = None
+) -> SegformerForSemanticSegmentation:
     id2label = id2label or ID2LABEL
     config = SegformerConfig(
-        hidden_sizes=[8, 16, 24, 32], depths=[1, 1, 1, 1], num_attention_heads=[1, 1, 2, 2],
-        decoder_hidden_size=16, num_labels=num_labels, id2label=id2label,
+        hidden_sizes=[8, 16, 24, 32],
+        depths=[1, 1, 1, 1],
+        num_attention_heads=[1, 1, 2, 2],
+        decoder_hidden_size=16,
+        num_labels=num_labels,
+        id2label=id2label,
         label2id={v: k for k, v in id2label.items()},
     )
     return SegformerForSemanticSegmentation(config)
@@ -59,8 +66,12 @@ def tiny_upernet_convnext(
         hidden_sizes=[8, 16, 24, 32], depths=[1, 1, 1, 1], out_features=["stage1", "stage2", "stage3", "stage4"]
     )
     config = UperNetConfig(
-        backbone_config=backbone, hidden_size=16, auxiliary_in_channels=24, num_labels=num_labels,
-        id2label=id2label, label2id={v: k for k, v in id2label.items()},
+        backbone_config=backbone,
+        hidden_size=16,
+        auxiliary_in_channels=24,
+        num_labels=num_labels,
+        id2label=id2label,
+        label2id={v: k for k, v in id2label.items()},
     )
     return UperNetForSemanticSegmentation(config)
 

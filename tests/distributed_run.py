@@ -15,7 +15,9 @@ class DumpProjectors(TrainerCallback):
     def on_train_end(self, args, state, control, model=None, **kwargs):
         # Parameters, which DDP keeps in sync; BatchNorm running statistics stay per process.
         weights = {k: v.detach().cpu().contiguous() for k, v in model.projectors.named_parameters()}
-        safetensors.torch.save_file(weights, Path(args.output_dir) / f"projectors_rank{args.process_index}.safetensors")
+        safetensors.torch.save_file(
+            weights, Path(args.output_dir) / f"projectors_rank{args.process_index}.safetensors"
+        )
 
 
 if __name__ == "__main__":

@@ -25,9 +25,7 @@ BASE = {
     HeteroAKDConfig: HeteroAKDConfig(output_dir="out", report_to="none"),
     EvaluationArguments: EvaluationArguments(model="model"),
 }
-BOUNDED = [
-    (cls, field) for cls in BASE for field in dataclasses.fields(cls) if bound_of(field) is not None
-]
+BOUNDED = [(cls, field) for cls in BASE for field in dataclasses.fields(cls) if bound_of(field) is not None]
 
 
 # Indices (checked against the models' stages once they load), not quantities.
@@ -38,8 +36,11 @@ def test_every_numeric_flag_of_our_dataclasses_has_a_range():
     numeric = {int, float, int | None, float | None, list[int], list[float], list[int] | None}
     inherited = {field.name for field in dataclasses.fields(TrainingArguments)}
     unbounded = [
-        f"{cls.__name__}.{field.name}" for cls in BASE for field in dataclasses.fields(cls)
-        if field.name not in inherited | UNRANGED and get_type_hints(cls)[field.name] in numeric
+        f"{cls.__name__}.{field.name}"
+        for cls in BASE
+        for field in dataclasses.fields(cls)
+        if field.name not in inherited | UNRANGED
+        and get_type_hints(cls)[field.name] in numeric
         and bound_of(field) is None
     ]
     assert unbounded == []
@@ -49,7 +50,9 @@ def test_every_numeric_flag_of_our_dataclasses_has_a_range():
 def values(bound: Bound, inside: bool) -> st.SearchStrategy:
     """Numbers inside ``bound`` (``inside``) or outside it."""
     if bound.choices is not None:
-        return st.sampled_from(bound.choices) if inside else st.integers(-64, 64).filter(lambda v: v not in bound.choices)
+        return (
+            st.sampled_from(bound.choices) if inside else st.integers(-64, 64).filter(lambda v: v not in bound.choices)
+        )
     low = -1e6 if bound.low is None else bound.low
     high = 1e6 if bound.high is None else bound.high
     if inside:

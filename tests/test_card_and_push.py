@@ -31,15 +31,28 @@ SECRET = "hf_secretTokenThatMustNeverBeWritten"
 HEADLINE = ("mean_iou", "mean_accuracy", "overall_accuracy")
 # What a user of the student needs, and nothing else: weights, config, image processor config,
 # the custom student's modeling code (trust_remote_code) and the card.
-PUSHED = sorted([
-    "README.md", "config.json", "configuration_timm_segmentation.py", "model.safetensors",
-    "modeling_timm_segmentation.py", "preprocessor_config.json",
-])
+PUSHED = sorted(
+    [
+        "README.md",
+        "config.json",
+        "configuration_timm_segmentation.py",
+        "model.safetensors",
+        "modeling_timm_segmentation.py",
+        "preprocessor_config.json",
+    ]
+)
 
 
 def tiny_run_args(output_dir: Path, **overrides) -> HeteroAKDConfig:
-    settings = dict(max_steps=2, per_device_train_batch_size=2, do_train=True, do_eval=True, report_to="none",
-                    save_strategy="no", disable_tqdm=True)
+    settings = dict(
+        max_steps=2,
+        per_device_train_batch_size=2,
+        do_train=True,
+        do_eval=True,
+        report_to="none",
+        save_strategy="no",
+        disable_tqdm=True,
+    )
     return HeteroAKDConfig(output_dir=str(output_dir), **{**settings, **overrides})
 
 
@@ -86,11 +99,18 @@ class FakeHub:
         def upload_folder(self, *, repo_id, folder_path, allow_patterns=None, ignore_patterns=None, **kwargs):
             folder = Path(folder_path)
             files = [p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()]
-            hub.uploads.append({
-                "repo_id": repo_id, "folder": folder, "kwargs": kwargs, "before": snapshot(folder),
-                # The same selection upload_folder makes from the folder's files, subfolders included.
-                "files": sorted(filter_repo_objects(files, allow_patterns=allow_patterns, ignore_patterns=ignore_patterns)),
-            })
+            hub.uploads.append(
+                {
+                    "repo_id": repo_id,
+                    "folder": folder,
+                    "kwargs": kwargs,
+                    "before": snapshot(folder),
+                    # The same selection upload_folder makes from the folder's files, subfolders included.
+                    "files": sorted(
+                        filter_repo_objects(files, allow_patterns=allow_patterns, ignore_patterns=ignore_patterns)
+                    ),
+                }
+            )
             if hub.fail_upload is not None:
                 raise hub.fail_upload
 
@@ -114,9 +134,22 @@ def test_card_of_a_finished_run_states_its_results_runs_its_snippet_and_regenera
     assert {m["type"]: m["value"] for m in result["metrics"]} == {k: evaluated[f"eval_{k}"] for k in HEADLINE}
 
     text = readme.read_text()
-    for phrase in ("DeepLabV3 on resnet18", "Segformer", "0.1·L_kd + 1.0·L_hakd + 1.0·L_proj", "`lambda_kd`",
-                   "`lambda_hakd`", "`lambda_proj`", "`temperature`", "| optimizer steps | 2", "| hardware |",
-                   "| training time |", "arXiv", "2504.07691", "AAAI", "Huang, Yanglin"):
+    for phrase in (
+        "DeepLabV3 on resnet18",
+        "Segformer",
+        "0.1·L_kd + 1.0·L_hakd + 1.0·L_proj",
+        "`lambda_kd`",
+        "`lambda_hakd`",
+        "`lambda_proj`",
+        "`temperature`",
+        "| optimizer steps | 2",
+        "| hardware |",
+        "| training time |",
+        "arXiv",
+        "2504.07691",
+        "AAAI",
+        "Huang, Yanglin",
+    ):
         assert phrase in text, phrase
     for name in ID2LABEL.values():
         assert re.search(rf"^\| {name} \| [0-9.]+ \| [0-9.]+ \|$", text, re.MULTILINE), name
@@ -126,16 +159,22 @@ def test_card_of_a_finished_run_states_its_results_runs_its_snippet_and_regenera
     snippet = usage_snippet(text)
     assert f'repo = "{finished_run.resolve()}"' in snippet
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf_home")}
-    ran = subprocess.run([sys.executable, "-c", snippet], env=env, cwd=tmp_path, capture_output=True, text=True,
-                         timeout=300)
+    ran = subprocess.run(
+        [sys.executable, "-c", snippet], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
     assert ran.returncode == 0, ran.stderr[-3000:]
     assert "torch.Size([512, 512])" in ran.stdout
 
     # From the folder alone: the run's own card, byte for byte.
     written = readme.read_bytes()
     readme.unlink()
-    regenerated = subprocess.run([sys.executable, "-m", "hf_heteroakd.card", str(finished_run)], env=env,
-                                 capture_output=True, text=True, timeout=300)
+    regenerated = subprocess.run(
+        [sys.executable, "-m", "hf_heteroakd.card", str(finished_run)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert regenerated.returncode == 0, regenerated.stderr[-3000:]
     assert readme.read_bytes() == written
 
@@ -157,7 +196,9 @@ def test_card_shows_teacher_and_baseline_rows_only_when_their_results_are_given(
     assert card_main([str(run), "--baseline_results", str(tmp_path / "baseline")]) == 0
     text = (run / "README.md").read_text()
     assert "| teacher | Segformer | 0.7123 | — | — |" in text  # kept in heteroakd_run.json
-    assert "| the same student trained without distillation | DeepLabV3 on resnet18 | 0.2500 | 0.5000 | 0.7500 |" in text
+    assert (
+        "| the same student trained without distillation | DeepLabV3 on resnet18 | 0.2500 | 0.5000 | 0.7500 |" in text
+    )
 
     assert card_main([str(tmp_path / "baseline")]) == 2  # not a run's output folder: one error line
 
@@ -166,11 +207,22 @@ def test_push_uploads_only_the_student_and_its_card_once(tmp_path, monkeypatch, 
     hub = FakeHub().install(monkeypatch)
     out = tmp_path / "pushed"
     # Checkpoints every step, so projectors and optimizer state lie in the output folder too.
-    run_tiny(out, tiny_segformer_dir, synthetic_dataset, save_strategy="steps", save_steps=1, push_to_hub=True,
-             hub_model_id=REPO_ID, hub_token=SECRET, hub_private_repo=True)
+    run_tiny(
+        out,
+        tiny_segformer_dir,
+        synthetic_dataset,
+        save_strategy="steps",
+        save_steps=1,
+        push_to_hub=True,
+        hub_model_id=REPO_ID,
+        hub_token=SECRET,
+        hub_private_repo=True,
+    )
 
     assert [c["repo_id"] for c in hub.created] == [REPO_ID]
-    assert hub.created[0]["private"] is True and hub.created[0]["exist_ok"] is True and hub.created[0]["token"] == SECRET
+    assert (
+        hub.created[0]["private"] is True and hub.created[0]["exist_ok"] is True and hub.created[0]["token"] == SECRET
+    )
     (upload,) = hub.uploads  # once, at the end: no pushes at saves or checkpoints
     assert upload["repo_id"] == REPO_ID and upload["folder"] == out
     assert upload["files"] == PUSHED
@@ -187,18 +239,45 @@ def test_failed_upload_keeps_the_output_and_exits_with_the_retry_command(
 ):
     hub = FakeHub(fail_upload=ConnectionError("connection reset by peer")).install(monkeypatch)
     out = tmp_path / "run"
-    code = cli_main([
-        "--teacher", str(tiny_segformer_dir), "--student", "resnet18", "--student_pretrained_backbone", "false",
-        "--dataset", str(synthetic_dataset), "--crop_size", "32", "--output_dir", str(out), "--max_steps", "2",
-        "--per_device_train_batch_size", "2", "--do_train", "--do_eval", "--report_to", "none",
-        "--save_strategy", "no", "--disable_tqdm", "true",
-        "--push_to_hub", "--hub_model_id", REPO_ID, "--hub_token", SECRET,
-    ])
+    code = cli_main(
+        [
+            "--teacher",
+            str(tiny_segformer_dir),
+            "--student",
+            "resnet18",
+            "--student_pretrained_backbone",
+            "false",
+            "--dataset",
+            str(synthetic_dataset),
+            "--crop_size",
+            "32",
+            "--output_dir",
+            str(out),
+            "--max_steps",
+            "2",
+            "--per_device_train_batch_size",
+            "2",
+            "--do_train",
+            "--do_eval",
+            "--report_to",
+            "none",
+            "--save_strategy",
+            "no",
+            "--disable_tqdm",
+            "true",
+            "--push_to_hub",
+            "--hub_model_id",
+            REPO_ID,
+            "--hub_token",
+            SECRET,
+        ]
+    )
     captured = capsys.readouterr()
     assert code == 2
     last = captured.err.strip().splitlines()[-1]
-    retry = shlex.join(["hf", "upload", REPO_ID, str(out.resolve()), "."]
-                       + [arg for name in PUSHED for arg in ("--include", name)])
+    retry = shlex.join(
+        ["hf", "upload", REPO_ID, str(out.resolve()), "."] + [arg for name in PUSHED for arg in ("--include", name)]
+    )
     assert last.startswith("error: uploading the student to the Hub repo me/tiny-student failed (ConnectionError")
     assert f"retry with `{retry}`" in last
     assert SECRET not in captured.err + captured.out
@@ -214,18 +293,38 @@ def test_failed_upload_keeps_the_output_and_exits_with_the_retry_command(
     assert retried.returncode != 0 and "offline mode" in retried.stderr, retried.stderr[-2000:]
 
 
-def test_push_without_credentials_stops_before_training(tmp_path, monkeypatch, capsys, synthetic_dataset,
-                                                        tiny_segformer_dir):
+def test_push_without_credentials_stops_before_training(
+    tmp_path, monkeypatch, capsys, synthetic_dataset, tiny_segformer_dir
+):
     hub = FakeHub().install(monkeypatch)
     for name in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_OIDC_RESOURCE"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "no_token"))
     out = tmp_path / "run"
-    code = cli_main([
-        "--teacher", str(tiny_segformer_dir), "--student", "resnet18", "--student_pretrained_backbone", "false",
-        "--dataset", str(synthetic_dataset), "--crop_size", "32", "--output_dir", str(out), "--max_steps", "2",
-        "--do_train", "--report_to", "none", "--push_to_hub", "--hub_model_id", REPO_ID,
-    ])
+    code = cli_main(
+        [
+            "--teacher",
+            str(tiny_segformer_dir),
+            "--student",
+            "resnet18",
+            "--student_pretrained_backbone",
+            "false",
+            "--dataset",
+            str(synthetic_dataset),
+            "--crop_size",
+            "32",
+            "--output_dir",
+            str(out),
+            "--max_steps",
+            "2",
+            "--do_train",
+            "--report_to",
+            "none",
+            "--push_to_hub",
+            "--hub_model_id",
+            REPO_ID,
+        ]
+    )
     assert code == 2
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert last.startswith("error: ") and "hf auth login" in last and "--hub_token" in last
@@ -244,10 +343,19 @@ def test_trainer_push_to_hub_goes_through_the_same_upload(tmp_path, monkeypatch)
     from hf_heteroakd import HeteroAKDTrainer, build_student
 
     hub = FakeHub().install(monkeypatch)
-    args = HeteroAKDConfig(output_dir=str(tmp_path / "api"), distill_method="none", report_to="none",
-                           push_to_hub=True, hub_model_id=REPO_ID, hub_token=SECRET)
-    trainer = HeteroAKDTrainer(model=build_student("resnet18", ID2LABEL, pretrained_backbone=False), args=args,
-                               processing_class=SegformerImageProcessor(do_resize=False))
+    args = HeteroAKDConfig(
+        output_dir=str(tmp_path / "api"),
+        distill_method="none",
+        report_to="none",
+        push_to_hub=True,
+        hub_model_id=REPO_ID,
+        hub_token=SECRET,
+    )
+    trainer = HeteroAKDTrainer(
+        model=build_student("resnet18", ID2LABEL, pretrained_backbone=False),
+        args=args,
+        processing_class=SegformerImageProcessor(do_resize=False),
+    )
     assert hub.created == []  # the Trainer would create the repo here; ours waits for the upload
     assert trainer.push_to_hub() == f"https://huggingface.co/{REPO_ID}"
     (upload,) = hub.uploads

@@ -21,16 +21,31 @@ def run_distill(*args: str, hub_cache: Path | None = None) -> subprocess.Complet
         env["HF_HUB_CACHE"] = str(hub_cache)
     return subprocess.run(
         [sys.executable, str(REPO / "recipes" / "run_distill.py"), *args],
-        env=env, capture_output=True, text=True, timeout=600,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
 
 
 @pytest.mark.slow
-def test_issue_command_trains_evaluates_and_saves_offline(tmp_path, tiny_segformer_dir, synthetic_dataset, timm_hub_cache):
+def test_issue_command_trains_evaluates_and_saves_offline(
+    tmp_path, tiny_segformer_dir, synthetic_dataset, timm_hub_cache
+):
     out = tmp_path / "out"
     result = run_distill(
-        "--teacher", str(tiny_segformer_dir), "--student", "resnet18", "--dataset", str(synthetic_dataset),
-        "--output_dir", str(out), "--max_steps", "4", "--do_train", "--do_eval",
+        "--teacher",
+        str(tiny_segformer_dir),
+        "--student",
+        "resnet18",
+        "--dataset",
+        str(synthetic_dataset),
+        "--output_dir",
+        str(out),
+        "--max_steps",
+        "4",
+        "--do_train",
+        "--do_eval",
         hub_cache=timm_hub_cache,  # timm's resnet18 weights, laid out as a download would leave them
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -45,8 +60,20 @@ def test_help_documents_every_flag():
         [sys.executable, str(REPO / "recipes" / "run_distill.py"), "--help"], capture_output=True, text=True
     )
     assert result.returncode == 0
-    for flag in ("--teacher", "--student", "--dataset", "--distill_method", "--lambda_kd", "--lambda_hakd",
-                 "--temperature", "--hakd_stages", "--learning_rate", "--max_steps", "--output_dir", "--push_to_hub"):
+    for flag in (
+        "--teacher",
+        "--student",
+        "--dataset",
+        "--distill_method",
+        "--lambda_kd",
+        "--lambda_hakd",
+        "--temperature",
+        "--hakd_stages",
+        "--learning_rate",
+        "--max_steps",
+        "--output_dir",
+        "--push_to_hub",
+    ):
         assert flag in result.stdout, flag
 
 
@@ -58,14 +85,31 @@ def test_ablation_and_baseline_flags_parse():
 
 
 def test_missing_dataset_is_one_clear_line(tmp_path):
-    result = run_distill("--dataset", str(tmp_path / "nowhere"), "--output_dir", str(tmp_path / "o"),
-                         "--distill_method", "none", "--do_train")
+    result = run_distill(
+        "--dataset",
+        str(tmp_path / "nowhere"),
+        "--output_dir",
+        str(tmp_path / "o"),
+        "--distill_method",
+        "none",
+        "--do_train",
+    )
     assert_one_clear_line(result, "nowhere")
 
 
 def test_pretrained_backbone_offline_without_cache_says_how_to_proceed(tmp_path, synthetic_dataset):
-    result = run_distill("--dataset", str(synthetic_dataset), "--output_dir", str(tmp_path / "o"),
-                         "--distill_method", "none", "--do_train", "--max_steps", "1", hub_cache=tmp_path / "empty")
+    result = run_distill(
+        "--dataset",
+        str(synthetic_dataset),
+        "--output_dir",
+        str(tmp_path / "o"),
+        "--distill_method",
+        "none",
+        "--do_train",
+        "--max_steps",
+        "1",
+        hub_cache=tmp_path / "empty",
+    )
     assert_one_clear_line(result, "--student_pretrained_backbone false")
 
 
@@ -82,13 +126,34 @@ def test_teacher_with_other_classes_is_one_clear_line(tmp_path, synthetic_datase
     from .conftest import ID2LABEL, tiny_segformer
 
     tiny_segformer(id2label={**ID2LABEL, 2: "box", 4: "donut"}).save_pretrained(tmp_path / "teacher")
-    result = run_distill("--teacher", str(tmp_path / "teacher"), "--student", "resnet18",
-                         "--student_pretrained_backbone", "false", "--dataset", str(synthetic_dataset),
-                         "--output_dir", str(tmp_path / "o"), "--do_train", "--max_steps", "1")
+    result = run_distill(
+        "--teacher",
+        str(tmp_path / "teacher"),
+        "--student",
+        "resnet18",
+        "--student_pretrained_backbone",
+        "false",
+        "--dataset",
+        str(synthetic_dataset),
+        "--output_dir",
+        str(tmp_path / "o"),
+        "--do_train",
+        "--max_steps",
+        "1",
+    )
     assert_one_clear_line(result, "2: dataset 'square' vs teacher 'box'", "4: dataset 'ring' vs teacher 'donut'")
 
 
 def test_unknown_student_is_one_clear_line(tmp_path, synthetic_dataset):
-    result = run_distill("--student", "resnet-nineteen", "--distill_method", "none", "--dataset",
-                         str(synthetic_dataset), "--output_dir", str(tmp_path / "o"), "--do_train")
+    result = run_distill(
+        "--student",
+        "resnet-nineteen",
+        "--distill_method",
+        "none",
+        "--dataset",
+        str(synthetic_dataset),
+        "--output_dir",
+        str(tmp_path / "o"),
+        "--do_train",
+    )
     assert_one_clear_line(result, "unknown student 'resnet-nineteen'")

@@ -14,8 +14,11 @@ def code_lines(node: ast.AST) -> int:
     """Lines of ``node`` less its docstring's."""
     lines = node.end_lineno - node.lineno + 1
     body = getattr(node, "body", [])
-    if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) and isinstance(
-        body[0].value.value, str
+    if (
+        body
+        and isinstance(body[0], ast.Expr)
+        and isinstance(body[0].value, ast.Constant)
+        and isinstance(body[0].value.value, str)
     ):
         lines -= body[0].end_lineno - body[0].lineno + 1
     return lines

@@ -317,7 +317,9 @@ def test_collate_pads_bottom_right_with_zero_and_ignore_index() -> None:
 
 
 def test_collate_stacks_equal_sizes_unchanged() -> None:
-    samples = [{"pixel_values": torch.randn(3, 4, 4), "labels": torch.zeros(4, 4, dtype=torch.int64)} for _ in range(3)]
+    samples = [
+        {"pixel_values": torch.randn(3, 4, 4), "labels": torch.zeros(4, 4, dtype=torch.int64)} for _ in range(3)
+    ]
 
     batch = collate_segmentation(samples, ignore_index=IGNORE_INDEX)
 

@@ -35,10 +35,31 @@ def test_two_processes_keep_projectors_in_sync_and_report_the_single_process_mio
 ):
     out = tmp_path / "out"
     result = launch(
-        str(REPO / "tests" / "distributed_run.py"), "--teacher", str(tiny_segformer_dir), "--student", "resnet18",
-        "--student_pretrained_backbone", "false", "--dataset", str(synthetic_dataset), "--output_dir", str(out),
-        "--crop_size", "32", "--per_device_train_batch_size", "2", "--max_steps", "3", "--learning_rate", "0.01",
-        "--do_train", "--do_eval", "--report_to", "none", "--save_strategy", "no",
+        str(REPO / "tests" / "distributed_run.py"),
+        "--teacher",
+        str(tiny_segformer_dir),
+        "--student",
+        "resnet18",
+        "--student_pretrained_backbone",
+        "false",
+        "--dataset",
+        str(synthetic_dataset),
+        "--output_dir",
+        str(out),
+        "--crop_size",
+        "32",
+        "--per_device_train_batch_size",
+        "2",
+        "--max_steps",
+        "3",
+        "--learning_rate",
+        "0.01",
+        "--do_train",
+        "--do_eval",
+        "--report_to",
+        "none",
+        "--save_strategy",
+        "no",
     )
     assert result.returncode == 0, result.stderr[-3000:]
     ranks = [safetensors.torch.load_file(out / f"projectors_rank{i}.safetensors") for i in (0, 1)]
@@ -61,9 +82,21 @@ def test_distributed_evaluation_equals_one_process_on_an_uneven_split(tmp_path, 
     for processes in (1, 2):
         out = tmp_path / f"eval{processes}"
         result = launch(
-            str(REPO / "recipes" / "run_distill.py"), "--distill_method", "none", "--student", str(student_dir),
-            "--dataset", str(synthetic_dataset), "--output_dir", str(out), "--do_eval", "--report_to", "none",
-            "--per_device_eval_batch_size", "2", processes=processes,
+            str(REPO / "recipes" / "run_distill.py"),
+            "--distill_method",
+            "none",
+            "--student",
+            str(student_dir),
+            "--dataset",
+            str(synthetic_dataset),
+            "--output_dir",
+            str(out),
+            "--do_eval",
+            "--report_to",
+            "none",
+            "--per_device_eval_batch_size",
+            "2",
+            processes=processes,
         )
         assert result.returncode == 0, result.stderr[-3000:]
         results[processes] = json.loads((out / "eval_results.json").read_text())
@@ -82,12 +115,22 @@ def test_resumed_run_matches_the_uninterrupted_run(tmp_path, synthetic_dataset):
     def trainer(output_dir: Path) -> HeteroAKDTrainer:
         torch.manual_seed(0)
         args = HeteroAKDConfig(
-            output_dir=str(output_dir), max_steps=4, save_steps=2, per_device_train_batch_size=2,
-            learning_rate=0.01, report_to="none", disable_tqdm=True, dataloader_pin_memory=False, seed=0,
+            output_dir=str(output_dir),
+            max_steps=4,
+            save_steps=2,
+            per_device_train_batch_size=2,
+            learning_rate=0.01,
+            report_to="none",
+            disable_tqdm=True,
+            dataloader_pin_memory=False,
+            seed=0,
         )
         return HeteroAKDTrainer(
-            model=build_student("resnet18", ID2LABEL, pretrained_backbone=False), teacher_model=tiny_segformer(),
-            args=args, train_dataset=train_set, data_collator=collate_segmentation,
+            model=build_student("resnet18", ID2LABEL, pretrained_backbone=False),
+            teacher_model=tiny_segformer(),
+            args=args,
+            train_dataset=train_set,
+            data_collator=collate_segmentation,
         )
 
     uninterrupted = trainer(tmp_path / "a")
@@ -105,11 +148,20 @@ def test_checkpoint_student_folder_loads_alone(tmp_path, synthetic_dataset):
     from transformers import AutoModelForSemanticSegmentation
 
     split = load_segmentation_data(str(synthetic_dataset)).splits["train"]
-    args = HeteroAKDConfig(output_dir=str(tmp_path), max_steps=1, save_steps=1, per_device_train_batch_size=2,
-                           report_to="none", disable_tqdm=True, dataloader_pin_memory=False)
+    args = HeteroAKDConfig(
+        output_dir=str(tmp_path),
+        max_steps=1,
+        save_steps=1,
+        per_device_train_batch_size=2,
+        report_to="none",
+        disable_tqdm=True,
+        dataloader_pin_memory=False,
+    )
     HeteroAKDTrainer(
-        model=build_student("resnet18", ID2LABEL, pretrained_backbone=False), teacher_model=tiny_segformer(),
-        args=args, train_dataset=SegmentationDataset(split, train_transforms((32, 32)), NUM_LABELS),
+        model=build_student("resnet18", ID2LABEL, pretrained_backbone=False),
+        teacher_model=tiny_segformer(),
+        args=args,
+        train_dataset=SegmentationDataset(split, train_transforms((32, 32)), NUM_LABELS),
         data_collator=collate_segmentation,
     ).train()
     model = AutoModelForSemanticSegmentation.from_pretrained(tmp_path / "checkpoint-1")
@@ -120,9 +172,24 @@ def test_checkpoint_student_folder_loads_alone(tmp_path, synthetic_dataset):
 def test_sync_batchnorm_across_cpu_processes_is_one_clear_error(tmp_path, tiny_segformer_dir, synthetic_dataset):
     # torch's SyncBatchNorm has no CPU kernel: the run must say so, not fail inside the first forward.
     result = launch(
-        str(REPO / "recipes" / "run_distill.py"), "--teacher", str(tiny_segformer_dir), "--student", "resnet18",
-        "--student_pretrained_backbone", "false", "--dataset", str(synthetic_dataset), "--output_dir",
-        str(tmp_path / "out"), "--crop_size", "32", "--max_steps", "1", "--do_train", "--report_to", "none",
+        str(REPO / "recipes" / "run_distill.py"),
+        "--teacher",
+        str(tiny_segformer_dir),
+        "--student",
+        "resnet18",
+        "--student_pretrained_backbone",
+        "false",
+        "--dataset",
+        str(synthetic_dataset),
+        "--output_dir",
+        str(tmp_path / "out"),
+        "--crop_size",
+        "32",
+        "--max_steps",
+        "1",
+        "--do_train",
+        "--report_to",
+        "none",
         "--sync_batchnorm",
     )
     assert result.returncode != 0

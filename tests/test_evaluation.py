@@ -32,8 +32,9 @@ EXACT_KEYS = ("eval_mean_iou", "eval_mean_accuracy", "eval_overall_accuracy")
 @pytest.fixture(scope="module")
 def mixed_sizes(tmp_path_factory) -> Path:
     """The synthetic dataset with validation images cropped to three heights (64 wide)."""
-    root = make_synthetic_dataset(tmp_path_factory.mktemp("mixed"), num_train=8, num_validation=len(HEIGHTS),
-                                  image_size=64, seed=3)
+    root = make_synthetic_dataset(
+        tmp_path_factory.mktemp("mixed"), num_train=8, num_validation=len(HEIGHTS), image_size=64, seed=3
+    )
     path = root / "data" / "validation-00000-of-00001.parquet"
     rows = datasets.Dataset.from_parquet(str(path))
     cropped = {"image": [], "label": []}
@@ -51,9 +52,19 @@ def trained_student(mixed_sizes, tmp_path_factory) -> tuple[Path, dict[str, floa
     metrics = run_distillation(
         ModelArguments(student="resnet18", student_pretrained_backbone=False),
         DataArguments(dataset=str(mixed_sizes), crop_size=[32]),
-        HeteroAKDConfig(output_dir=str(out), distill_method="none", max_steps=6, learning_rate=0.01,
-                        per_device_train_batch_size=4, per_device_eval_batch_size=4, do_train=True, do_eval=True,
-                        report_to="none", save_strategy="no", disable_tqdm=True),
+        HeteroAKDConfig(
+            output_dir=str(out),
+            distill_method="none",
+            max_steps=6,
+            learning_rate=0.01,
+            per_device_train_batch_size=4,
+            per_device_eval_batch_size=4,
+            do_train=True,
+            do_eval=True,
+            report_to="none",
+            save_strategy="no",
+            disable_tqdm=True,
+        ),
     )
     return out, metrics
 
@@ -80,8 +91,9 @@ def assert_same_metrics(got: dict[str, float], expected: dict[str, float]) -> No
 def test_metrics_do_not_depend_on_the_evaluation_batch_size(trained_student, mixed_sizes, tmp_path, settings):
     student, _ = trained_student
     results = {
-        batch: evaluate_model(student, mixed_sizes, tmp_path / f"bs{batch}", per_device_eval_batch_size=batch,
-                              **settings)
+        batch: evaluate_model(
+            student, mixed_sizes, tmp_path / f"bs{batch}", per_device_eval_batch_size=batch, **settings
+        )
         for batch in (1, 2, 4)
     }
     assert 0 < results[1]["eval_mean_iou"] < 1
@@ -94,8 +106,19 @@ def test_two_processes_report_the_metrics_of_one(trained_student, mixed_sizes, t
     student, _ = trained_student
     one = evaluate_model(student, mixed_sizes, tmp_path / "one", per_device_eval_batch_size=1)
     out = tmp_path / "two"
-    result = launch(str(REPO / "recipes" / "evaluate_model.py"), "--model", str(student), "--dataset", str(mixed_sizes),
-                    "--output_dir", str(out), "--per_device_eval_batch_size", "2", "--report_to", "none")
+    result = launch(
+        str(REPO / "recipes" / "evaluate_model.py"),
+        "--model",
+        str(student),
+        "--dataset",
+        str(mixed_sizes),
+        "--output_dir",
+        str(out),
+        "--per_device_eval_batch_size",
+        "2",
+        "--report_to",
+        "none",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert_same_metrics(json.loads((out / "eval_results.json").read_text()), one)
 
@@ -104,14 +127,18 @@ def test_the_cards_usage_code_on_every_validation_image_gives_the_runs_mean_iou(
     student, run_metrics = trained_student
     snippet = re.search(r"## How to use\n\n```python\n(.*?)```", (student / "README.md").read_text(), re.DOTALL)
     code = snippet.group(1)
-    placeholder = re.search(r'image = Image\.new\(.*\n', code).group(0)
+    placeholder = re.search(r"image = Image\.new\(.*\n", code).group(0)
     rows = datasets.Dataset.from_parquet(str(mixed_sizes / "data" / "validation-00000-of-00001.parquet"))
     predictions, references = [], []
     for row in rows:
         namespace = {"__name__": "card_usage", "row_image": row["image"]}
         # The card's code, with the user's image in place of its placeholder, the model from this run.
-        exec(code.replace(placeholder, "image = row_image.convert('RGB')\n").replace(
-            re.search(r'repo = ".*"', code).group(0), f'repo = "{student}"'), namespace)
+        exec(
+            code.replace(placeholder, "image = row_image.convert('RGB')\n").replace(
+                re.search(r'repo = ".*"', code).group(0), f'repo = "{student}"'
+            ),
+            namespace,
+        )
         predictions.append(namespace["segmentation"].numpy())
         references.append(np.asarray(row["label"]))
     assert {p.shape for p in predictions} == {(h, 64) for h in HEIGHTS}
@@ -120,12 +147,28 @@ def test_the_cards_usage_code_on_every_validation_image_gives_the_runs_mean_iou(
     assert reference["overall_accuracy"] == pytest.approx(run_metrics["eval_overall_accuracy"], abs=1e-9)
 
 
-def test_evaluate_command_on_a_saved_student_writes_the_evaluate_result_and_a_table(trained_student, mixed_sizes,
-                                                                                    tmp_path, capsys):
+def test_evaluate_command_on_a_saved_student_writes_the_evaluate_result_and_a_table(
+    trained_student, mixed_sizes, tmp_path, capsys
+):
     student, run_metrics = trained_student
     out = tmp_path / "eval"
-    assert evaluate_main(["--model", str(student), "--dataset", str(mixed_sizes), "--output_dir", str(out),
-                          "--report_to", "none", "--disable_tqdm", "true"]) == 0
+    assert (
+        evaluate_main(
+            [
+                "--model",
+                str(student),
+                "--dataset",
+                str(mixed_sizes),
+                "--output_dir",
+                str(out),
+                "--report_to",
+                "none",
+                "--disable_tqdm",
+                "true",
+            ]
+        )
+        == 0
+    )
     saved = json.loads((out / "mean_iou.json").read_text())
     assert {"mean_iou", "mean_accuracy", "overall_accuracy", "per_category_iou", "per_category_accuracy"} <= set(saved)
     assert {"_timestamp", "_evaluate_version", "_python_version", "hf_heteroakd_version"} <= set(saved)
@@ -137,8 +180,9 @@ def test_evaluate_command_on_a_saved_student_writes_the_evaluate_result_and_a_ta
     assert table.count("\n| ") == 3 + 1 + NUM_LABELS  # 3 headline rows, the class header, a row per class
 
 
-def test_evaluate_command_on_a_teacher_matches_the_per_image_reference(tiny_segformer_dir, synthetic_dataset,
-                                                                        tmp_path):
+def test_evaluate_command_on_a_teacher_matches_the_per_image_reference(
+    tiny_segformer_dir, synthetic_dataset, tmp_path
+):
     from hf_heteroakd.evaluation import evaluate_saved_student
 
     out = tmp_path / "teacher"
@@ -155,8 +199,21 @@ def test_a_saved_student_names_the_classes_of_a_dataset_without_id2label(trained
     for path in (mixed_sizes / "data").iterdir():
         (bare / "data" / path.name).write_bytes(path.read_bytes())
     common = ["--dataset", str(bare), "--report_to", "none", "--per_device_eval_batch_size", "4"]
-    assert main(["--distill_method", "none", "--student", str(student), "--do_eval",
-                 "--output_dir", str(tmp_path / "run"), *common]) == 0
+    assert (
+        main(
+            [
+                "--distill_method",
+                "none",
+                "--student",
+                str(student),
+                "--do_eval",
+                "--output_dir",
+                str(tmp_path / "run"),
+                *common,
+            ]
+        )
+        == 0
+    )
     assert evaluate_main(["--model", str(student), "--output_dir", str(tmp_path / "eval"), *common]) == 0
     for out in ("run", "eval"):
         reported = json.loads((tmp_path / out / "eval_results.json").read_text())
@@ -166,8 +223,18 @@ def test_a_saved_student_names_the_classes_of_a_dataset_without_id2label(trained
 def test_a_model_of_other_classes_is_one_error_line(tiny_segformer_dir, tmp_path, capsys):
     data = make_synthetic_dataset(tmp_path / "data", num_train=1, num_validation=1, image_size=32)
     (data / "id2label.json").write_text(json.dumps({str(i): f"class {i}" for i in range(NUM_LABELS)}))
-    code = evaluate_main(["--model", str(tiny_segformer_dir), "--dataset", str(data), "--output_dir",
-                          str(tmp_path / "out"), "--report_to", "none"])
+    code = evaluate_main(
+        [
+            "--model",
+            str(tiny_segformer_dir),
+            "--dataset",
+            str(data),
+            "--output_dir",
+            str(tmp_path / "out"),
+            "--report_to",
+            "none",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and err.count("error:") == 1
     assert "the model's classes differ from the dataset's" in err and "evaluate on the dataset it predicts" in err
@@ -191,7 +258,10 @@ def test_the_evaluate_module_loads_offline_by_path_and_matches_mean_iou():
         for key in expected:
             np.testing.assert_array_equal(got[key], expected[key], err_msg=key)
     filled = evaluate.load(EVALUATE_MODULE).compute(
-        predictions=[np.zeros((2, 2), int)], references=[np.zeros((2, 2), int)], num_labels=3, ignore_index=255,
+        predictions=[np.zeros((2, 2), int)],
+        references=[np.zeros((2, 2), int)],
+        num_labels=3,
+        ignore_index=255,
         nan_to_num=-1.0,
     )
     assert filled["per_category_iou"].tolist() == [1.0, -1.0, -1.0]
@@ -200,9 +270,9 @@ def test_the_evaluate_module_loads_offline_by_path_and_matches_mean_iou():
 def test_collate_records_sizes_and_evaluation_never_sees_padding():
     from hf_heteroakd.data import collate_segmentation, same_size_groups
 
-    batch = collate_segmentation([
-        {"pixel_values": torch.ones(3, h, 4), "labels": torch.zeros(h, 4, dtype=torch.long)} for h in (4, 6, 4)
-    ])
+    batch = collate_segmentation(
+        [{"pixel_values": torch.ones(3, h, 4), "labels": torch.zeros(h, 4, dtype=torch.long)} for h in (4, 6, 4)]
+    )
     assert batch["image_sizes"] == [(4, 4), (6, 4), (4, 4)]
     assert batch["pixel_values"].shape == (3, 3, 6, 4)
     assert same_size_groups(batch["image_sizes"]) == [[0, 2], [1]]

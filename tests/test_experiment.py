@@ -35,8 +35,9 @@ class RecordStart(TrainerCallback):
 
 
 @pytest.mark.slow
-def test_arms_of_one_seed_start_from_the_same_student_and_see_the_same_batches(tmp_path, synthetic_dataset,
-                                                                                 tiny_segformer_dir):
+def test_arms_of_one_seed_start_from_the_same_student_and_see_the_same_batches(
+    tmp_path, synthetic_dataset, tiny_segformer_dir
+):
     experiment = load_experiment()
     records = {}
     for arm, extra in (("none", {}), ("heteroakd", {"teacher_projector_fit_steps": 3}), ("cwd", {})):
@@ -44,7 +45,9 @@ def test_arms_of_one_seed_start_from_the_same_student_and_see_the_same_batches(t
         args = experiment.training_args(tmp_path / arm, 2, 1e-3, 7, 2, 2, **{**experiment.ARMS[arm], **extra})
         run_distillation(
             ModelArguments(teacher=str(tiny_segformer_dir), student="resnet18", student_pretrained_backbone=False),
-            DataArguments(dataset=str(synthetic_dataset), crop_size=[32]), args, callbacks=[record],
+            DataArguments(dataset=str(synthetic_dataset), crop_size=[32]),
+            args,
+            callbacks=[record],
         )
         records[arm] = (record.weights, record.indices)
     assert len(records["none"][1]) == 6
@@ -53,8 +56,10 @@ def test_arms_of_one_seed_start_from_the_same_student_and_see_the_same_batches(t
 
 def test_paired_differences_are_mean_and_standard_error_over_seeds():
     experiment = load_experiment()
-    runs = {"none": [{"mean_iou": 0.2}, {"mean_iou": 0.4}, {"mean_iou": 0.3}],
-            "heteroakd": [{"mean_iou": 0.25}, {"mean_iou": 0.42}, {"mean_iou": 0.36}]}
+    runs = {
+        "none": [{"mean_iou": 0.2}, {"mean_iou": 0.4}, {"mean_iou": 0.3}],
+        "heteroakd": [{"mean_iou": 0.25}, {"mean_iou": 0.42}, {"mean_iou": 0.36}],
+    }
     summary = experiment.summarize(runs)
     diff = summary["heteroakd"]["vs"]["none"]  # differences 0.05, 0.02, 0.06
     assert diff["mean"] == pytest.approx(13 / 300)
@@ -81,8 +86,16 @@ def test_experiment_runs_every_arm_and_writes_report_plot_and_diagnostics(tmp_pa
     experiment = load_experiment()
     arms = ["none", "cwd", "heteroakd"]
     results = experiment.run_experiment(
-        output_dir=str(tmp_path), arms=arms, seeds=[0, 1], teacher_steps=2, student_steps=4, eval_steps=2,
-        num_train=8, num_validation=4, num_test=4, batch_size=2,
+        output_dir=str(tmp_path),
+        arms=arms,
+        seeds=[0, 1],
+        teacher_steps=2,
+        student_steps=4,
+        eval_steps=2,
+        num_train=8,
+        num_validation=4,
+        num_test=4,
+        batch_size=2,
     )
     assert list(results["runs"]) == arms
     for runs in results["runs"].values():

@@ -21,20 +21,44 @@ from hf_heteroakd.features import stage_channels, stage_features, tokens_to_map
 
 from .conftest import ID2LABEL, NUM_LABELS, tiny_segformer, tiny_upernet_convnext
 
-VIT = dict(hidden_size=16, num_hidden_layers=4, num_attention_heads=2, intermediate_size=32, patch_size=8,
-           num_labels=NUM_LABELS, use_auxiliary_head=False)
+VIT = dict(
+    hidden_size=16,
+    num_hidden_layers=4,
+    num_attention_heads=2,
+    intermediate_size=32,
+    patch_size=8,
+    num_labels=NUM_LABELS,
+    use_auxiliary_head=False,
+)
 
 MODELS = {
     "segformer": tiny_segformer,
     "upernet-convnext": tiny_upernet_convnext,
-    "upernet-resnet": lambda: UperNetForSemanticSegmentation(UperNetConfig(
-        backbone_config=ResNetConfig(hidden_sizes=[8, 16, 24, 32], depths=[1, 1, 1, 1], embedding_size=8,
-                                     out_features=["stage1", "stage2", "stage3", "stage4"]),
-        hidden_size=16, num_labels=NUM_LABELS, use_auxiliary_head=False)),
-    "beit": lambda: BeitForSemanticSegmentation(BeitConfig(**VIT, image_size=64, out_indices=[1, 2, 3, 4],
-                                                           pool_scales=[1, 2], auxiliary_channels=8)),
-    "dpt": lambda: DPTForSemanticSegmentation(DPTConfig(**VIT, image_size=64, backbone_out_indices=[0, 1, 2, 3],
-                                                        neck_hidden_sizes=[8, 8, 16, 16], fusion_hidden_size=8)),
+    "upernet-resnet": lambda: UperNetForSemanticSegmentation(
+        UperNetConfig(
+            backbone_config=ResNetConfig(
+                hidden_sizes=[8, 16, 24, 32],
+                depths=[1, 1, 1, 1],
+                embedding_size=8,
+                out_features=["stage1", "stage2", "stage3", "stage4"],
+            ),
+            hidden_size=16,
+            num_labels=NUM_LABELS,
+            use_auxiliary_head=False,
+        )
+    ),
+    "beit": lambda: BeitForSemanticSegmentation(
+        BeitConfig(**VIT, image_size=64, out_indices=[1, 2, 3, 4], pool_scales=[1, 2], auxiliary_channels=8)
+    ),
+    "dpt": lambda: DPTForSemanticSegmentation(
+        DPTConfig(
+            **VIT,
+            image_size=64,
+            backbone_out_indices=[0, 1, 2, 3],
+            neck_hidden_sizes=[8, 8, 16, 16],
+            fusion_hidden_size=8,
+        )
+    ),
     "mobilevit": lambda: MobileViTForSemanticSegmentation(MobileViTConfig(num_labels=NUM_LABELS, image_size=64)),
     "mit-b0": lambda: build_student("mit-b0", ID2LABEL, pretrained_backbone=False),
     "upernet-timm-resnet18": lambda: build_student("upernet-resnet18", ID2LABEL, pretrained_backbone=False),

@@ -59,11 +59,21 @@ def test_trainer_evaluates_with_sliding_windows_and_flip(tmp_path, synthetic_dat
     from .conftest import ID2LABEL, NUM_LABELS
 
     split = load_segmentation_data(str(synthetic_dataset)).splits["validation"]
-    args = HeteroAKDConfig(output_dir=str(tmp_path), distill_method="none", report_to="none",
-                           eval_crop_size=[16], eval_stride=[8], eval_flip=True, dataloader_pin_memory=False)
+    args = HeteroAKDConfig(
+        output_dir=str(tmp_path),
+        distill_method="none",
+        report_to="none",
+        eval_crop_size=[16],
+        eval_stride=[8],
+        eval_flip=True,
+        dataloader_pin_memory=False,
+    )
     assert args.eval_crop_size == [16, 16]
-    trainer = HeteroAKDTrainer(model=build_student("resnet18", ID2LABEL, pretrained_backbone=False), args=args,
-                               eval_dataset=SegmentationDataset(split, eval_transforms(), NUM_LABELS),
-                               data_collator=collate_segmentation)
+    trainer = HeteroAKDTrainer(
+        model=build_student("resnet18", ID2LABEL, pretrained_backbone=False),
+        args=args,
+        eval_dataset=SegmentationDataset(split, eval_transforms(), NUM_LABELS),
+        data_collator=collate_segmentation,
+    )
     metrics = trainer.evaluate()
     assert 0.0 <= metrics["eval_mean_iou"] <= 1.0

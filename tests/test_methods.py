@@ -21,8 +21,12 @@ from hf_heteroakd.teachers import resolve_teacher
 @dataclass
 class LogitL2Config(HeteroAKDConfig):
     lambda_l2: float = field(
-        default=0.5, metadata={"methods": ("logit_l2",), "bound": NON_NEGATIVE,
-                               "help": "Weight of the mean squared difference of the logits. Any value ≥ 0."}
+        default=0.5,
+        metadata={
+            "methods": ("logit_l2",),
+            "bound": NON_NEGATIVE,
+            "help": "Weight of the mean squared difference of the logits. Any value ≥ 0.",
+        },
     )
 
 
@@ -43,17 +47,29 @@ def logit_l2():
     del METHODS[LogitL2.name]
 
 
-def test_a_method_registered_from_outside_trains_logs_and_is_on_the_card(logit_l2, tmp_path, tiny_segformer_dir,
-                                                                        synthetic_dataset):
+def test_a_method_registered_from_outside_trains_logs_and_is_on_the_card(
+    logit_l2, tmp_path, tiny_segformer_dir, synthetic_dataset
+):
     out = tmp_path / "run"
     run_distillation(
         ModelArguments(teacher=str(tiny_segformer_dir), student="resnet18", student_pretrained_backbone=False),
         DataArguments(dataset=str(synthetic_dataset), crop_size=[32]),
-        LogitL2Config(output_dir=str(out), distill_method="logit_l2", lambda_l2=0.25, max_steps=2, logging_steps=1,
-                      per_device_train_batch_size=2, do_train=True, report_to="none", save_strategy="no",
-                      disable_tqdm=True),
+        LogitL2Config(
+            output_dir=str(out),
+            distill_method="logit_l2",
+            lambda_l2=0.25,
+            max_steps=2,
+            logging_steps=1,
+            per_device_train_batch_size=2,
+            do_train=True,
+            report_to="none",
+            save_strategy="no",
+            disable_tqdm=True,
+        ),
     )
-    logged = [entry for entry in json.loads((out / "trainer_state.json").read_text())["log_history"] if "loss" in entry]
+    logged = [
+        entry for entry in json.loads((out / "trainer_state.json").read_text())["log_history"] if "loss" in entry
+    ]
     assert len(logged) == 2 and all(entry["loss_l2"] > 0 and "loss_task" in entry for entry in logged)
     card = (out / "README.md").read_text()
     assert "| Weight of the mean squared difference of the logits (`lambda_l2`) | 0.25 |" in card
@@ -74,8 +90,15 @@ def test_heteroakd_terms_are_l_kd_l_hakd_and_l_proj_with_their_weights():
     method = method_class("heteroakd")(args)
     torch.manual_seed(0)
     labels = torch.randint(0, 3, (2, 16, 16))
-    out = type("Out", (), {"logits": torch.randn(2, 3, 8, 8), "student_projected": [torch.randn(2, 3, 4, 4)],
-                           "teacher_projected": [torch.randn(2, 3, 4, 4)]})()
+    out = type(
+        "Out",
+        (),
+        {
+            "logits": torch.randn(2, 3, 8, 8),
+            "student_projected": [torch.randn(2, 3, 4, 4)],
+            "teacher_projected": [torch.randn(2, 3, 4, 4)],
+        },
+    )()
     teacher = type("Teacher", (), {"logits": torch.randn(2, 3, 4, 4)})()
     terms = method.loss_terms(out, teacher, labels)
     assert {name: weight for name, (weight, _) in terms.weighted.items()} == {"kd": 0.3, "hakd": 0.7, "proj": 0.2}
@@ -90,4 +113,6 @@ def test_a_folder_whose_name_contains_ade_is_not_taken_for_ade20k(folder):
 
 def test_a_local_copy_with_ade20ks_classes_resolves_to_the_ade20k_teacher():
     classes = dict(enumerate(ADE20K_CLASSES))
-    assert resolve_teacher("nvidia/segformer-b0", "/data/my_copy", classes) == "nvidia/segformer-b0-finetuned-ade-512-512"
+    assert (
+        resolve_teacher("nvidia/segformer-b0", "/data/my_copy", classes) == "nvidia/segformer-b0-finetuned-ade-512-512"
+    )

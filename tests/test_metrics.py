@@ -68,7 +68,13 @@ def reference_mean_iou(images_pred, images_label, num_labels, ignore_index, redu
 
 
 def assert_same(result, expected):
-    assert set(result) == {"mean_iou", "mean_accuracy", "overall_accuracy", "per_category_iou", "per_category_accuracy"}
+    assert set(result) == {
+        "mean_iou",
+        "mean_accuracy",
+        "overall_accuracy",
+        "per_category_iou",
+        "per_category_accuracy",
+    }
     for key in ("mean_iou", "mean_accuracy", "overall_accuracy"):
         assert isinstance(result[key], float), key
         np.testing.assert_allclose(result[key], expected[key], rtol=1e-12, equal_nan=True, err_msg=key)
@@ -105,8 +111,12 @@ def make_batches(
             pred = np.where((pred >= 0) & (pred < num_labels), pred, rng.choice(present, size=shape))
         label = np.where(rng.random(shape) < p_ignore, ignore_index, label)
         label = np.where(rng.random(shape) < p_pad, -100, label)
-        pred = np.where(rng.random(shape) < p_pred_oob, rng.choice([-1, num_labels, num_labels + 7, 255], size=shape), pred)
-        label = np.where(rng.random(shape) < p_label_oob, rng.choice([-3, num_labels, num_labels + 2], size=shape), label)
+        pred = np.where(
+            rng.random(shape) < p_pred_oob, rng.choice([-1, num_labels, num_labels + 7, 255], size=shape), pred
+        )
+        label = np.where(
+            rng.random(shape) < p_label_oob, rng.choice([-3, num_labels, num_labels + 2], size=shape), label
+        )
         batches.append((pred.astype(np.int64), label.astype(np.int64)))
     return batches
 
@@ -144,7 +154,15 @@ def test_matches_evaluate_all_edge_cases(seed):
     rng = np.random.default_rng(100 + seed)
     n = 7
     batches = make_batches(
-        rng, n, n_batches=3, shape=(2, 12, 9), p_ignore=0.15, p_pad=0.1, p_pred_oob=0.1, p_label_oob=0.05, absent=(2, 5)
+        rng,
+        n,
+        n_batches=3,
+        shape=(2, 12, 9),
+        p_ignore=0.15,
+        p_pad=0.1,
+        p_pred_oob=0.1,
+        p_label_oob=0.05,
+        absent=(2, 5),
     )
     result = run_metric(MeanIoU(n), batches, as_torch=bool(seed % 2))
     expected = reference_mean_iou(*images_of(batches), n, 255)
@@ -271,8 +289,13 @@ def test_every_input_dtype_and_inputs_left_untouched(label_map):
     rng = np.random.default_rng(12)
     pred = rng.integers(-2, 8, size=(2, 9, 9))
     label = rng.choice([0, 1, 2, 3, 4, 5, 255, -100, 65_539], size=(2, 9, 9))  # 65_539 wraps to 3 in int16
-    for pred_dtype, label_dtype in [(np.int8, np.int32), (np.int16, np.int64), (np.uint16, np.int64),
-                                    (np.int64, np.uint32), (np.uint8, np.int64)]:
+    for pred_dtype, label_dtype in [
+        (np.int8, np.int32),
+        (np.int16, np.int64),
+        (np.uint16, np.int64),
+        (np.int64, np.uint32),
+        (np.uint8, np.int64),
+    ]:
         p = (np.clip(pred, 0, None) if np.dtype(pred_dtype).kind == "u" else pred).astype(pred_dtype)
         l = label if np.dtype(label_dtype).kind != "u" else np.where(label < 0, 255, label)
         l = l.astype(label_dtype)

@@ -60,14 +60,25 @@ def runs(tmp_path_factory) -> dict[str, HeteroAKDTrainer]:
     for name, trainer_class in (("oracle", OracleTrainer), ("noise", NoiseTrainer), ("none", HeteroAKDTrainer)):
         torch.manual_seed(0)
         args = HeteroAKDConfig(
-            output_dir=str(root / name), distill_method="none" if name == "none" else "heteroakd",
-            max_steps=STEPS, learning_rate=1e-3, per_device_train_batch_size=8, logging_steps=10,
-            save_strategy="no", report_to="none", disable_tqdm=True, dataloader_pin_memory=False, seed=0,
+            output_dir=str(root / name),
+            distill_method="none" if name == "none" else "heteroakd",
+            max_steps=STEPS,
+            learning_rate=1e-3,
+            per_device_train_batch_size=8,
+            logging_steps=10,
+            save_strategy="no",
+            report_to="none",
+            disable_tqdm=True,
+            dataloader_pin_memory=False,
+            seed=0,
         )
         trainers[name] = trainer_class(
             model=build_student("resnet18", ID2LABEL, pretrained_backbone=False),
             teacher_model=None if name == "none" else tiny_segformer(),
-            args=args, train_dataset=train_set, eval_dataset=eval_set, data_collator=partial(collate_segmentation),
+            args=args,
+            train_dataset=train_set,
+            eval_dataset=eval_set,
+            data_collator=partial(collate_segmentation),
         )
         trainers[name].train()
     return trainers

@@ -265,9 +265,16 @@ def test_a_run_trains_and_evaluates_on_a_preset(
     root, _ = cityscapes_copy
     monkeypatch.setitem(PRESETS, "cityscapes", dataclasses.replace(PRESETS["cityscapes"], repo_id=str(root)))
     args = HeteroAKDConfig(
-        output_dir=str(tmp_path / "run"), distill_method="none", max_steps=1, per_device_train_batch_size=2,
-        per_device_eval_batch_size=2, save_strategy="no", report_to="none", dataloader_num_workers=0,
-        do_train=True, do_eval=True,
+        output_dir=str(tmp_path / "run"),
+        distill_method="none",
+        max_steps=1,
+        per_device_train_batch_size=2,
+        per_device_eval_batch_size=2,
+        save_strategy="no",
+        report_to="none",
+        dataloader_num_workers=0,
+        do_train=True,
+        do_eval=True,
     )
 
     metrics = run_distillation(

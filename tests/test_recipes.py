@@ -128,8 +128,14 @@ def test_recipe_runs_two_steps_offline(
     if config["student"].startswith("mit-"):  # the same family, smallest size: mit-b5 takes ~50 s on 2 CPU cores
         config["student"] = "mit-b0"
     config.update(
-        student_pretrained_backbone=False, crop_size=[64, 64], max_steps=2, per_device_train_batch_size=2,
-        per_device_eval_batch_size=2, bf16=False, output_dir=str(tmp_path / "run"), dataloader_num_workers=0,
+        student_pretrained_backbone=False,
+        crop_size=[64, 64],
+        max_steps=2,
+        per_device_train_batch_size=2,
+        per_device_eval_batch_size=2,
+        bf16=False,
+        output_dir=str(tmp_path / "run"),
+        dataloader_num_workers=0,
     )
     (tmp_path / recipe.name).write_text(yaml.safe_dump(config))
     recorder = RecordOptimizer()

@@ -17,7 +17,9 @@ def test_training_refuses_an_output_dir_holding_another_run(tmp_path, synthetic_
     (tmp_path / "all_results.json").write_text("{}")
     args = HeteroAKDConfig(output_dir=str(tmp_path), distill_method="none", do_train=True, report_to="none")
     with pytest.raises(HeteroAKDError, match="--overwrite_output_dir"):
-        run_distillation(ModelArguments(student_pretrained_backbone=False), DataArguments(dataset=str(synthetic_dataset)), args)
+        run_distillation(
+            ModelArguments(student_pretrained_backbone=False), DataArguments(dataset=str(synthetic_dataset)), args
+        )
     assert [p.name for p in tmp_path.iterdir()] == ["all_results.json"]
 
 
@@ -88,11 +90,21 @@ def test_non_finite_steps_are_skipped_then_the_run_stops_with_a_checkpoint(tmp_p
     calls: list[int] = []
     monkeypatch.setattr(losses, "heteroakd_loss", hakd_goes_nan_after_two_calls)
     split = load_segmentation_data(str(synthetic_dataset)).splits["train"]
-    args = HeteroAKDConfig(output_dir=str(tmp_path), max_steps=10, per_device_train_batch_size=2, max_nonfinite_steps=2,
-                           save_strategy="no", report_to="none", disable_tqdm=True, dataloader_pin_memory=False)
+    args = HeteroAKDConfig(
+        output_dir=str(tmp_path),
+        max_steps=10,
+        per_device_train_batch_size=2,
+        max_nonfinite_steps=2,
+        save_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+        dataloader_pin_memory=False,
+    )
     trainer = HeteroAKDTrainer(
-        model=build_student("resnet18", ID2LABEL, pretrained_backbone=False), teacher_model=tiny_segformer(),
-        args=args, train_dataset=SegmentationDataset(split, train_transforms((32, 32)), NUM_LABELS),
+        model=build_student("resnet18", ID2LABEL, pretrained_backbone=False),
+        teacher_model=tiny_segformer(),
+        args=args,
+        train_dataset=SegmentationDataset(split, train_transforms((32, 32)), NUM_LABELS),
         data_collator=collate_segmentation,
     )
     trainer.train()

@@ -61,8 +61,19 @@ def test_saved_student_loads_with_remote_code_without_hf_heteroakd(tmp_path):
     torch.save(pixels, tmp_path / "pixels.pt")
     env = {**os.environ, "HF_HOME": str(tmp_path / "hf_home"), "HF_HUB_OFFLINE": "1"}
     result = subprocess.run(
-        [sys.executable, "-c", LOADER, str(tmp_path / "student"), str(tmp_path / "pixels.pt"), str(tmp_path / "out.pt")],
-        env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path,
+        [
+            sys.executable,
+            "-c",
+            LOADER,
+            str(tmp_path / "student"),
+            str(tmp_path / "pixels.pt"),
+            str(tmp_path / "out.pt"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "transformers_modules" in result.stdout  # the class came from the checkpoint's own code

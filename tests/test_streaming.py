@@ -52,8 +52,15 @@ def write_shards(root: Path, rows: list[tuple], num_shards: int = 1) -> str:
 
 def run_args(tmp_path: Path, **kwargs) -> HeteroAKDConfig:
     return HeteroAKDConfig(
-        output_dir=str(tmp_path), distill_method="none", per_device_train_batch_size=2, per_device_eval_batch_size=2,
-        save_strategy="no", report_to="none", dataloader_num_workers=0, disable_tqdm=True, **kwargs,
+        output_dir=str(tmp_path),
+        distill_method="none",
+        per_device_train_batch_size=2,
+        per_device_eval_batch_size=2,
+        save_strategy="no",
+        report_to="none",
+        dataloader_num_workers=0,
+        disable_tqdm=True,
+        **kwargs,
     )
 
 
@@ -73,7 +80,9 @@ def test_streamed_run_trains_and_evaluates_like_the_map_style_path(tmp_path, syn
     split = load_segmentation_data(str(synthetic_dataset)).splits["validation"]
     transform = eval_transforms(processor.image_mean, processor.image_std)
     trainer = HeteroAKDTrainer(model=student, args=run_args(tmp_path / "eval"), data_collator=collate_segmentation)
-    mapped = trainer.evaluate(SegmentationDataset(first_rows(split, 4), transform, NUM_LABELS, split_name="validation"))
+    mapped = trainer.evaluate(
+        SegmentationDataset(first_rows(split, 4), transform, NUM_LABELS, split_name="validation")
+    )
     assert mapped["eval_mean_iou"] == metrics["eval_mean_iou"]
     assert mapped["eval_loss"] == pytest.approx(metrics["eval_loss"], rel=1e-6)
 
@@ -154,7 +163,9 @@ def test_processes_and_workers_read_every_sample_once(tmp_path, num_shards: int,
 
 def test_training_stream_is_shuffled_and_augmented_by_seed_and_epoch(synthetic_dataset) -> None:
     split = load_segmentation_data(str(synthetic_dataset), streaming=True).splits["train"]
-    dataset = StreamingSegmentationDataset(split, train_transforms((16, 16)), NUM_LABELS, shuffle_buffer=8).with_seed(3)
+    dataset = StreamingSegmentationDataset(split, train_transforms((16, 16)), NUM_LABELS, shuffle_buffer=8).with_seed(
+        3
+    )
 
     def epoch(number: int) -> torch.Tensor:
         dataset.set_epoch(number)

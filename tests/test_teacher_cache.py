@@ -35,14 +35,25 @@ def train(tmp_path, train_set, method="kd", cache=None, teacher_seed=0, **overri
     teacher = tiny_segformer()
     torch.manual_seed(0)
     options = dict(
-        output_dir=str(tmp_path / "run"), distill_method=method, teacher_logits_cache=cache and str(cache),
-        max_steps=3, per_device_train_batch_size=4, learning_rate=1e-3, logging_steps=1, save_strategy="no",
-        report_to="none", disable_tqdm=True, dataloader_pin_memory=False,
+        output_dir=str(tmp_path / "run"),
+        distill_method=method,
+        teacher_logits_cache=cache and str(cache),
+        max_steps=3,
+        per_device_train_batch_size=4,
+        learning_rate=1e-3,
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+        dataloader_pin_memory=False,
     )
     args = HeteroAKDConfig(**{**options, **overrides})
     trainer = HeteroAKDTrainer(
-        model=build_student("resnet18", ID2LABEL, pretrained_backbone=False), teacher_model=teacher, args=args,
-        train_dataset=train_set, data_collator=collate_segmentation,
+        model=build_student("resnet18", ID2LABEL, pretrained_backbone=False),
+        teacher_model=teacher,
+        args=args,
+        train_dataset=train_set,
+        data_collator=collate_segmentation,
     )
     trainer.teacher_calls = 0
 
@@ -55,8 +66,11 @@ def train(tmp_path, train_set, method="kd", cache=None, teacher_seed=0, **overri
 
 
 def loss_terms(trainer: HeteroAKDTrainer) -> list[dict[str, float]]:
-    return [{k: v for k, v in entry.items() if k.startswith("loss")} for entry in trainer.state.log_history
-            if "loss" in entry]
+    return [
+        {k: v for k, v in entry.items() if k.startswith("loss")}
+        for entry in trainer.state.log_history
+        if "loss" in entry
+    ]
 
 
 def assert_same_training(a: HeteroAKDTrainer, b: HeteroAKDTrainer, rel: float, weights: bool = True) -> None:
@@ -73,9 +87,14 @@ def assert_same_training(a: HeteroAKDTrainer, b: HeteroAKDTrainer, rel: float, w
 # Adam moves a weight by about the learning rate whatever the size of its gradient, so float16 rounding
 # of the teacher's outputs can move weights whose gradient is near zero by that much: with float16,
 # the loss terms are compared, not the weights.
-@pytest.mark.parametrize("method, dtype, rel", [
-    ("kd", "float32", 1e-5), ("heteroakd", "float32", 1e-5), ("heteroakd", "float16", 1e-3),
-])
+@pytest.mark.parametrize(
+    "method, dtype, rel",
+    [
+        ("kd", "float32", 1e-5),
+        ("heteroakd", "float32", 1e-5),
+        ("heteroakd", "float16", 1e-3),
+    ],
+)
 def test_training_from_the_cache_equals_training_with_the_teacher(tmp_path, split, method, dtype, rel):
     fixed = SegmentationDataset(split, eval_transforms(), NUM_LABELS)
     with_teacher = train(tmp_path, fixed, method)
@@ -92,11 +111,14 @@ def test_a_second_run_reuses_the_cache_without_the_teacher(tmp_path, split):
     assert_same_training(first, second, 1e-6)
 
 
-@pytest.mark.parametrize("change, parts", [
-    ("teacher", "teacher weights ("),
-    ("dataset", "dataset fingerprint, number of samples ("),
-    ("transform", "training transform ("),
-])
+@pytest.mark.parametrize(
+    "change, parts",
+    [
+        ("teacher", "teacher weights ("),
+        ("dataset", "dataset fingerprint, number of samples ("),
+        ("transform", "training transform ("),
+    ],
+)
 def test_a_cache_of_another_teacher_or_dataset_is_refused(tmp_path, split, change, parts):
     fixed = SegmentationDataset(split, eval_transforms(), NUM_LABELS)
     train(tmp_path, fixed, cache=tmp_path / "cache", max_steps=1)
@@ -117,8 +139,9 @@ def test_augmented_training_inputs_are_refused(tmp_path, split, synthetic_datase
         train(tmp_path, augmented, cache=tmp_path / "cache")
     assert not (tmp_path / "cache" / INFO_NAME).exists()
 
-    args = HeteroAKDConfig(output_dir=str(tmp_path / "cli"), teacher_logits_cache=str(tmp_path / "cache"),
-                           do_train=True, report_to="none")
+    args = HeteroAKDConfig(
+        output_dir=str(tmp_path / "cli"), teacher_logits_cache=str(tmp_path / "cache"), do_train=True, report_to="none"
+    )
     with pytest.raises(HeteroAKDError, match="add --no_augmentation"):  # before anything is loaded
         run_distillation(ModelArguments(teacher="nowhere"), DataArguments(dataset=str(synthetic_dataset)), args)
     with pytest.raises(HeteroAKDError, match="--photometric_distortion is an augmentation"):
@@ -141,8 +164,14 @@ def test_images_of_several_sizes_need_batches_of_one(tmp_path):
 def test_the_recipe_trains_from_the_cache(tmp_path, synthetic_dataset, tiny_segformer_dir):
     def run(output_dir):
         args = HeteroAKDConfig(
-            output_dir=str(tmp_path / output_dir), teacher_logits_cache=str(tmp_path / "cache"), do_train=True,
-            max_steps=1, per_device_train_batch_size=2, save_strategy="no", report_to="none", disable_tqdm=True,
+            output_dir=str(tmp_path / output_dir),
+            teacher_logits_cache=str(tmp_path / "cache"),
+            do_train=True,
+            max_steps=1,
+            per_device_train_batch_size=2,
+            save_strategy="no",
+            report_to="none",
+            disable_tqdm=True,
         )
         model_args = ModelArguments(teacher=str(tiny_segformer_dir), student_pretrained_backbone=False)
         return run_distillation(model_args, DataArguments(dataset=str(synthetic_dataset), no_augmentation=True), args)

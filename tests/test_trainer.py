@@ -14,8 +14,8 @@ from transformers import AutoModelForSemanticSegmentation
 import hf_heteroakd  # noqa: F401  (registers the student classes with the Auto* factories)
 from hf_heteroakd import HeteroAKDConfig, HeteroAKDError, HeteroAKDTrainer, build_student, losses
 from hf_heteroakd.data import SegmentationDataset, collate_segmentation, load_segmentation_data, train_transforms
-from hf_heteroakd.pipeline import resolve_id2label
 from hf_heteroakd.normalization import Renormalize, renormalizer
+from hf_heteroakd.pipeline import resolve_id2label
 from hf_heteroakd.trainer import PROJECTORS_NAME
 
 from .conftest import ID2LABEL, NUM_LABELS, tiny_segformer, tiny_upernet_convnext
@@ -27,11 +27,20 @@ def train_set(synthetic_dataset):
     return SegmentationDataset(split, train_transforms((32, 32)), NUM_LABELS)
 
 
-def make_trainer(tmp_path, train_set, method="heteroakd", teacher_factory=tiny_segformer, **overrides) -> HeteroAKDTrainer:
+def make_trainer(
+    tmp_path, train_set, method="heteroakd", teacher_factory=tiny_segformer, **overrides
+) -> HeteroAKDTrainer:
     torch.manual_seed(0)
     options = dict(
-        output_dir=str(tmp_path / "run"), distill_method=method, max_steps=2, per_device_train_batch_size=2,
-        logging_steps=1, save_strategy="no", report_to="none", disable_tqdm=True, dataloader_pin_memory=False,
+        output_dir=str(tmp_path / "run"),
+        distill_method=method,
+        max_steps=2,
+        per_device_train_batch_size=2,
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+        dataloader_pin_memory=False,
     )
     args = HeteroAKDConfig(**{**options, **overrides})
     return HeteroAKDTrainer(
@@ -72,8 +81,12 @@ def test_teacher_is_not_in_the_optimizer(tmp_path, train_set):
 
 @pytest.mark.parametrize(
     "method, terms",
-    [("heteroakd", {"task", "kd", "hakd", "proj"}), ("kd", {"task", "kd"}), ("cwd", {"task", "cwd"}),
-     ("none", {"task"})],
+    [
+        ("heteroakd", {"task", "kd", "hakd", "proj"}),
+        ("kd", {"task", "kd"}),
+        ("cwd", {"task", "cwd"}),
+        ("none", {"task"}),
+    ],
 )
 def test_each_loss_term_is_logged(tmp_path, train_set, method, terms):
     trainer = make_trainer(tmp_path, train_set, method)
@@ -81,7 +94,7 @@ def test_each_loss_term_is_logged(tmp_path, train_set, method, terms):
     logged = [entry for entry in trainer.state.log_history if "loss" in entry]
     assert len(logged) == 2
     for entry in logged:
-        assert {k[len("loss_"):] for k in entry if k.startswith("loss_")} == terms
+        assert {k[len("loss_") :] for k in entry if k.startswith("loss_")} == terms
         weights = {"task": 1.0, "kd": 0.1, "cwd": 3.0, "hakd": 1.0, "proj": 1.0}
         total = sum(weights[t] * entry[f"loss_{t}"] for t in terms)
         assert entry["loss"] == pytest.approx(total, rel=1e-3)
@@ -185,8 +198,9 @@ def test_bf16_mixed_precision_trains_with_float32_losses(tmp_path, train_set):
     trainer = make_trainer(tmp_path, train_set, bf16=True, use_cpu=True)
     trainer.train()
     logged = [entry for entry in trainer.state.log_history if "loss" in entry]
-    assert logged and all(torch.isfinite(torch.tensor(entry[f"loss_{t}"])) for entry in logged
-                          for t in ("task", "kd", "hakd", "proj"))
+    assert logged and all(
+        torch.isfinite(torch.tensor(entry[f"loss_{t}"])) for entry in logged for t in ("task", "kd", "hakd", "proj")
+    )
     assert all(p.dtype == torch.float32 for p in trainer.student.parameters())  # autocast, not a cast
 
 
@@ -209,8 +223,11 @@ def test_torch_compile_compiles_student_and_teacher(tmp_path, train_set):
 class _HostSyncs(torch.utils._python_dispatch.TorchDispatchMode):
     """Records the ops that read a tensor's value back on the host: on a GPU each one waits for the device."""
 
-    SYNCING = {torch.ops.aten._local_scalar_dense.default, torch.ops.aten.nonzero.default,
-               torch.ops.aten.masked_select.default}
+    SYNCING = {
+        torch.ops.aten._local_scalar_dense.default,
+        torch.ops.aten.nonzero.default,
+        torch.ops.aten.masked_select.default,
+    }
 
     def __init__(self):
         super().__init__()

@@ -82,8 +82,12 @@ def test_palette_is_a_copy():
 
 
 def test_ignore_color_is_in_no_palette():
-    for palette in (palette_for("cityscapes", 19), palette_for("voc", 21), palette_for("ade20k", 150),
-                    palette_for(None, 4096)):
+    for palette in (
+        palette_for("cityscapes", 19),
+        palette_for("voc", 21),
+        palette_for("ade20k", 150),
+        palette_for(None, 4096),
+    ):
         assert IGNORE_COLOR not in _rows(palette)
     assert IGNORE_COLOR != vis.BACKGROUND
 
@@ -145,8 +149,8 @@ def test_panel_size_and_colours_at_known_pixels():
     assert panel.size == (4 * W + 3 * SEPARATOR, _panel_height(4, 4))
     pixels = np.asarray(panel)
     x0 = lambda i: i * (W + SEPARATOR)  # noqa: E731
-    assert np.array_equal(pixels[TITLE_HEIGHT:TITLE_HEIGHT + H, 0:W], image)
-    assert np.array_equal(pixels[TITLE_HEIGHT:TITLE_HEIGHT + H, x0(1):x0(1) + W], color_mask(gt, palette))
+    assert np.array_equal(pixels[TITLE_HEIGHT : TITLE_HEIGHT + H, 0:W], image)
+    assert np.array_equal(pixels[TITLE_HEIGHT : TITLE_HEIGHT + H, x0(1) : x0(1) + W], color_mask(gt, palette))
     assert tuple(pixels[TITLE_HEIGHT, x0(2)]) == tuple(palette[3])
     assert tuple(pixels[TITLE_HEIGHT + 1, x0(2)]) == tuple(palette[2])
     assert tuple(pixels[TITLE_HEIGHT + 5, x0(3) + 5]) == IGNORE_COLOR
@@ -179,7 +183,7 @@ def test_panel_overlay_mode_and_grey_image():
     mask = _mask(5)
     panel = np.asarray(prediction_panel(grey, {"gt": mask}, palette, alpha=0.5))
     rgb = np.repeat(grey[:, :, None], 3, axis=2)
-    column = panel[TITLE_HEIGHT:TITLE_HEIGHT + H, W + SEPARATOR:2 * W + SEPARATOR]
+    column = panel[TITLE_HEIGHT : TITLE_HEIGHT + H, W + SEPARATOR : 2 * W + SEPARATOR]
     assert np.array_equal(column, overlay(rgb, mask, palette, alpha=0.5))
     with pytest.raises(ValueError):
         prediction_panel(grey, {"gt": np.zeros((H // 2, W), dtype=np.uint8)}, palette)
@@ -191,6 +195,6 @@ def test_stack_panels():
     b = prediction_panel(_image(4), {"gt": _mask(1), "student": _mask(2)}, palette)
     figure = stack_panels([a, b])
     assert figure.size == (max(a.width, b.width), a.height + b.height + SEPARATOR)
-    assert np.array_equal(np.asarray(figure)[a.height + SEPARATOR:, : b.width], np.asarray(b))
+    assert np.array_equal(np.asarray(figure)[a.height + SEPARATOR :, : b.width], np.asarray(b))
     with pytest.raises(ValueError):
         stack_panels([])

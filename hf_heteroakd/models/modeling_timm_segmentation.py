@@ -17,7 +17,6 @@ from transformers.modeling_outputs import SemanticSegmenterOutput
 from .configuration_timm_segmentation import TimmSegmentationConfig
 
 
-
 class PSPHead(nn.Sequential):
     """PSPNet's pyramid pooling module (bins 1, 2, 3, 6) and classifier on (N, C, h, w) features."""
 
