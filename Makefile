@@ -16,6 +16,7 @@ demo: install
 	HF_HUB_OFFLINE=1 $(BIN)/python -m hf_heteroakd.demo --output_dir outputs/demo
 
 test: install
+	$(BIN)/ruff check .
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
 
 clean:

@@ -9,14 +9,14 @@ MiT-``--teacher``'s size (b0 … b5; random weights, as fast as trained ones); s
 of the CLI (DeepLabV3-ResNet-18, output stride 8, by default), also random.
 
 ``--channels_last`` adds (a) and (d) with ``HeteroAKDConfig(channels_last=True)``: the student and the
-projectors in channels_last (the teacher stays as it is: this Segformer's forward ran 1.03-1.10x slower in
-channels_last on the CPU). ``--torch_compile`` adds (d) with ``HeteroAKDConfig(torch_compile=True)``, with
-which the trainer compiles the teacher, and the student wrapper compiled as the Trainer's accelerator does.
+projectors in channels_last (the teacher stays as it is: the Segformer's forward is slower in channels_last
+on the CPU, see docs/performance.md). ``--torch_compile`` adds (d) with ``HeteroAKDConfig(torch_compile=True)``,
+with which the trainer compiles the teacher, and the student wrapper compiled as the Trainer's accelerator does.
 
 The variants are timed side by side in this one process, interleaved (warm-up, then each repeat runs every
 variant once; the median), on CUDA when there is a GPU, else on the CPU. Peak memory is per step: CUDA's
 max allocated, or on the CPU the process's peak RSS during the step (reset before each step through
-/proc/self/clear_refs; it includes every model loaded here). The last line is the headline: d/c and d/b.
+/proc/self/clear_refs; it includes every model the script loads). The last line is the headline: d/c and d/b.
 """
 
 from __future__ import annotations

@@ -125,6 +125,17 @@ def check_run_arguments(model_args: Any, data_args: Any, training_args: Any) -> 
         )
 
 
+def eval_window(crop_size: list[int] | None, stride: list[int] | None) -> tuple[list[int] | None, list[int] | None]:
+    """``--eval_crop_size`` and ``--eval_stride`` checked, each as (height, width) (one value: a square)."""
+    window = {"eval_crop_size": crop_size, "eval_stride": stride}
+    for name, value in window.items():
+        check_length(name, value, (1, 2), "one value (square) or two (height width)")
+        if value is not None and len(value) == 1:
+            window[name] = value * 2
+    check_eval_window(window["eval_crop_size"], window["eval_stride"])
+    return window["eval_crop_size"], window["eval_stride"]
+
+
 def check_eval_window(crop_size: list[int] | None, stride: list[int] | None) -> None:
     """Sliding-window evaluation: a stride needs a window, and never exceeds it (pixels would be skipped)."""
     if stride is None:

@@ -9,10 +9,12 @@ from pathlib import Path
 from typing import Any
 
 from .argument_checks import ArgumentParser
+from .arguments import DataArguments, ModelArguments
 from .config import HeteroAKDConfig
 from .errors import HeteroAKDError
 from .evaluation import EvaluationArguments, run_evaluation
-from .pipeline import DataArguments, ModelArguments, run_distillation
+from .pipeline import run_distillation
+from .predict import PredictArguments, run_prediction
 
 
 def parse_args(argv: list[str] | None = None, dataclass_types: tuple[type, ...] | None = None) -> tuple[Any, ...]:
@@ -53,8 +55,8 @@ def run_command(run: Callable[..., Any], dataclass_types: tuple[type, ...], argv
             raise
         first_line = (str(err).splitlines() or [""])[0]
         print(
-            f"\nerror: hf-heteroakd failed with {type(err).__name__}: {first_line}. This is a bug of hf-heteroakd, not "
-            "of your input: please report it with the command you ran; HETEROAKD_DEBUG=1 shows the traceback",
+            f"\nerror: hf-heteroakd failed with {type(err).__name__}: {first_line}. This is a bug of hf-heteroakd, "
+            "not of your input: please report it with the command you ran; HETEROAKD_DEBUG=1 shows the traceback",
             file=sys.stderr,
         )
         return 1
@@ -69,3 +71,8 @@ def main(argv: list[str] | None = None) -> int:
 def evaluate_main(argv: list[str] | None = None) -> int:
     """``recipes/evaluate_model.py``: evaluate a saved or Hub model on a dataset, without training."""
     return run_command(run_evaluation, (EvaluationArguments, DataArguments, HeteroAKDConfig), argv)
+
+
+def predict_main(argv: list[str] | None = None) -> int:
+    """``recipes/predict.py``: predict masks, colour masks and overlays of one's own images."""
+    return run_command(run_prediction, (PredictArguments,), argv)

@@ -33,7 +33,7 @@ from hf_heteroakd.dataset_loading import (
     reduce_labels,
 )
 from hf_heteroakd.errors import HeteroAKDError
-from hf_heteroakd.losses import IGNORE_INDEX
+from hf_heteroakd.labels import IGNORE_INDEX
 from hf_heteroakd.seeding import PerSampleSeed, sample_rng
 from hf_heteroakd.transforms import (
     PHOTOMETRIC_DISTORTION,

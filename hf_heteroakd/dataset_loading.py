@@ -23,7 +23,7 @@ from datasets.exceptions import DatasetNotFoundError
 from huggingface_hub.errors import EntryNotFoundError, HFValidationError
 
 from hf_heteroakd.errors import HeteroAKDError
-from hf_heteroakd.losses import IGNORE_INDEX
+from hf_heteroakd.labels import IGNORE_INDEX
 
 logger = logging.getLogger(__name__)
 

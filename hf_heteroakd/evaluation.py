@@ -20,14 +20,15 @@ import transformers
 from transformers import AutoImageProcessor, AutoModelForSemanticSegmentation
 
 from . import __version__
+from .arguments import DataArguments
 from .card import HEADLINE, per_class_rows
 from .config import HeteroAKDConfig
 from .data import collate_segmentation, eval_transforms, load_segmentation_data
 from .errors import HeteroAKDError
 from .metrics import MeanIoU
 from .normalization import model_normalization
-from .pipeline import DataArguments, build_split, load_data_args, resolve_id2label
-from .teachers import load_segmentation_model, weights_policy
+from .pipeline import build_split, load_data_args, resolve_id2label
+from .teachers import allow_pickle_weights_field, load_segmentation_model, trust_remote_code_field, weights_policy
 from .trainer import HeteroAKDTrainer
 
 RESULT_NAME = "mean_iou.json"
@@ -43,16 +44,8 @@ class EvaluationArguments:
             "student, a teacher, any semantic-segmentation model."
         },
     )
-    trust_remote_code: bool = field(
-        default=False, metadata={"help": "Allow the checkpoint's own modeling code to run (off by default)."}
-    )
-    allow_pickle_weights: bool = field(
-        default=False,
-        metadata={
-            "help": "Also load checkpoints that ship only pickle (.bin) weights, with torch's weights_only "
-            "unpickler. Off: safetensors weights only."
-        },
-    )
+    trust_remote_code: bool = trust_remote_code_field()
+    allow_pickle_weights: bool = allow_pickle_weights_field()
 
     def __post_init__(self) -> None:
         if self.model is None:

@@ -15,6 +15,7 @@ from pathlib import Path
 from huggingface_hub import HfApi, constants, get_token
 from huggingface_hub.utils import filter_repo_objects
 
+from .card_figures import FIGURES
 from .errors import HeteroAKDError
 
 logger = logging.getLogger(__name__)
@@ -28,13 +29,16 @@ STUDENT_FILE_PATTERNS = (
     "preprocessor_config.json",
     "*.py",  # save_pretrained copies a custom student's modeling code here (auto_map)
     "README.md",
+    *FIGURES,  # the card's figures
 )
 
 
 def check_credentials(token: str | None) -> None:
     """Fails before any work if a push cannot work: offline mode, or no token to push with."""
     if constants.HF_HUB_OFFLINE:
-        raise HeteroAKDError("--push_to_hub needs the Hub but HF_HUB_OFFLINE=1 is set: unset it, or drop --push_to_hub")
+        raise HeteroAKDError(
+            "--push_to_hub needs the Hub but HF_HUB_OFFLINE=1 is set: unset it, or drop --push_to_hub"
+        )
     if token is None and get_token() is None:
         raise HeteroAKDError(
             "--push_to_hub needs a Hugging Face token with write access and none was found: "
@@ -67,8 +71,9 @@ def student_files(output_dir: str) -> list[str]:
     return list(filter_repo_objects(names, allow_patterns=list(STUDENT_FILE_PATTERNS)))
 
 
-def upload_command(repo_id: str, output_dir: str, files: list[str], private: bool | None = None,
-                   revision: str | None = None) -> str:
+def upload_command(
+    repo_id: str, output_dir: str, files: list[str], private: bool | None = None, revision: str | None = None
+) -> str:
     """The ``hf upload`` command that uploads exactly ``files`` of ``output_dir``, to retry by hand."""
     command = ["hf", "upload", repo_id, os.path.abspath(output_dir), "."]
     for name in files:
@@ -81,8 +86,12 @@ def upload_command(repo_id: str, output_dir: str, files: list[str], private: boo
 
 
 def push_student(
-    output_dir: str, repo_id: str, token: str | None = None, private: bool | None = None,
-    revision: str | None = None, commit_message: str | None = None,
+    output_dir: str,
+    repo_id: str,
+    token: str | None = None,
+    private: bool | None = None,
+    revision: str | None = None,
+    commit_message: str | None = None,
 ) -> str:
     """Creates ``repo_id`` if needed and uploads the student saved in ``output_dir``; returns the repo's URL.
 
@@ -105,7 +114,11 @@ def push_student(
     try:
         url = api.create_repo(repo_id, token=token, private=private, exist_ok=True)
         api.upload_folder(
-            repo_id=url.repo_id, folder_path=output_dir, allow_patterns=files, token=token, revision=revision,
+            repo_id=url.repo_id,
+            folder_path=output_dir,
+            allow_patterns=files,
+            token=token,
+            revision=revision,
             commit_message=commit_message or "Upload distilled student (hf-heteroakd)",
         )
     except Exception as err:  # network, auth, quota, …: each is fixed and retried the same way

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -57,3 +59,13 @@ def segmentation_logits(
     if flip:
         logits = (logits + run(pixel_values.flip(-1)).flip(-1)) / 2
     return logits
+
+
+@torch.no_grad()
+def predict_classes(model: nn.Module, pixel_values: torch.Tensor, *window: Any, **window_options: Any) -> torch.Tensor:
+    """(3, H, W) normalised pixels of one image -> (H, W) int64 class indices on the CPU: the argmax of
+    :func:`segmentation_logits` (``window``: its ``crop_size``, ``stride``, ``flip``), run on the model's
+    device and in its dtype."""
+    parameter = next(model.parameters())
+    pixels = pixel_values[None].to(parameter.device, parameter.dtype)
+    return segmentation_logits(model, pixels, *window, **window_options).argmax(dim=1)[0].cpu()

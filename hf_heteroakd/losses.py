@@ -14,7 +14,8 @@ from typing import Literal, NamedTuple
 import torch
 import torch.nn.functional as F
 
-IGNORE_INDEX = 255
+from .labels import IGNORE_INDEX
+
 KemAxis = Literal["class", "spatial"]
 HakdActivation = Literal["softmax", "sigmoid"]
 ProjLoss = Literal["ce", "bce"]

@@ -28,7 +28,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from hf_heteroakd.errors import HeteroAKDError
-from hf_heteroakd.losses import IGNORE_INDEX  # a one-pixel boundary around shapes carries it
+from hf_heteroakd.labels import IGNORE_INDEX  # a one-pixel boundary around shapes carries it
 
 CLASS_NAMES = ("background", "circle", "square", "triangle", "ring", "cross")
 

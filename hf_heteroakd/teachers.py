@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from dataclasses import field
+from typing import Any
 
 import torch
 from transformers import AutoConfig, AutoModelForSemanticSegmentation, PreTrainedModel
@@ -54,6 +56,22 @@ def weights_policy(allow_pickle_weights: bool = False) -> dict[str, bool]:
     opened a pull request with converted weights: transformers then reads those.
     """
     return {} if allow_pickle_weights else {"use_safetensors": True}
+
+
+def trust_remote_code_field(checkpoint: str = "the checkpoint") -> Any:
+    """The ``--trust_remote_code`` flag of a dataclass that loads ``checkpoint``: off by default."""
+    return field(default=False, metadata={"help": f"Allow {checkpoint}'s own modeling code to run (off by default)."})
+
+
+def allow_pickle_weights_field(checkpoints: str = "checkpoints") -> Any:
+    """The ``--allow_pickle_weights`` flag of a dataclass that loads ``checkpoints`` (see :func:`weights_policy`)."""
+    return field(
+        default=False,
+        metadata={
+            "help": f"Also load {checkpoints} that ship only pickle (.bin) weights, with torch's weights_only "
+            "unpickler. Off: safetensors weights only."
+        },
+    )
 
 
 # What a checkpoint is, by the suffix of its architecture's class name (config.architectures).

@@ -241,7 +241,9 @@ class HeteroAKDTrainer(TeacherMixin, SegmentationEvaluationMixin, StudentSavingM
         bad = [name for name, values in self._loss_terms.items() if values and not torch.isfinite(values[-1])]
         logger.warning(
             "step %d: the loss is not finite (terms: %s); step skipped (%d of at most %d)",
-            self.state.global_step + 1, ", ".join(bad) or "on another process", self.nonfinite_steps,
+            self.state.global_step + 1,
+            ", ".join(bad) or "on another process",
+            self.nonfinite_steps,
             self.args.max_nonfinite_steps,
         )
         if self.nonfinite_steps > self.args.max_nonfinite_steps and self.nonfinite_stop is None:
@@ -286,4 +288,3 @@ class HeteroAKDTrainer(TeacherMixin, SegmentationEvaluationMixin, StudentSavingM
             pin_memory=self.args.dataloader_pin_memory,
             drop_last=self.args.dataloader_drop_last,
         )
-

@@ -13,7 +13,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
-from hf_heteroakd.losses import IGNORE_INDEX
+from hf_heteroakd.labels import IGNORE_INDEX
 
 logger = logging.getLogger(__name__)
 

@@ -98,7 +98,22 @@ def test_bench_data_prints_throughput(tmp_path):
 
 def test_bench_eval_prints_both_splits_and_the_ratios(tmp_path):
     lines = run_benchmark(
-        "bench_eval.py", "--images", "3", "--height", "32", "--width", "64", "--batch", "2", tmp_path=tmp_path
+        "bench_eval.py",
+        "--images",
+        "3",
+        "--height",
+        "32",
+        "--width",
+        "64",
+        "--batch",
+        "2",
+        "--panels",
+        "2",
+        tmp_path=tmp_path,
     )
-    for split, line in zip(("equal sizes", "three sizes"), lines[-2:]):
+    for split, line in zip(("equal sizes", "three sizes"), lines[-3:-1]):
         assert re.fullmatch(rf"{split}: batch 2 / batch 1 = [\d.]+x images/s, mean IoU changed by [\d.e+-]+", line)
+    drawing = re.fullmatch(
+        r"drawing 2 panels: ([\d.]+) s per evaluation = the time of ([\d.]+) evaluated images", lines[-1]
+    )
+    assert drawing and float(drawing[1]) > 0, lines[-1]

@@ -31,16 +31,15 @@ SECRET = "hf_secretTokenThatMustNeverBeWritten"
 HEADLINE = ("mean_iou", "mean_accuracy", "overall_accuracy")
 # What a user of the student needs, and nothing else: weights, config, image processor config,
 # the custom student's modeling code (trust_remote_code) and the card.
-PUSHED = sorted(
-    [
-        "README.md",
-        "config.json",
-        "configuration_timm_segmentation.py",
-        "model.safetensors",
-        "modeling_timm_segmentation.py",
-        "preprocessor_config.json",
-    ]
-)
+STUDENT_FILES = [
+    "config.json",
+    "configuration_timm_segmentation.py",
+    "model.safetensors",
+    "modeling_timm_segmentation.py",
+    "preprocessor_config.json",
+]
+# A finished run adds its card and the card's figures (no per-class chart: the teacher is not evaluated).
+PUSHED = sorted(STUDENT_FILES + ["README.md", "predictions.png", "training_curves.png"])
 
 
 def tiny_run_args(output_dir: Path, **overrides) -> HeteroAKDConfig:
@@ -359,7 +358,7 @@ def test_trainer_push_to_hub_goes_through_the_same_upload(tmp_path, monkeypatch)
     assert hub.created == []  # the Trainer would create the repo here; ours waits for the upload
     assert trainer.push_to_hub() == f"https://huggingface.co/{REPO_ID}"
     (upload,) = hub.uploads
-    assert upload["files"] == [name for name in PUSHED if name != "README.md"]  # no card: none is made up
+    assert upload["files"] == STUDENT_FILES  # no card and no figures: none is made up
 
 
 def test_card_states_how_batchnorm_statistics_were_computed_on_several_devices(finished_run, tmp_path):

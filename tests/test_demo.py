@@ -9,6 +9,7 @@ import torch
 from transformers import AutoImageProcessor, AutoModelForSemanticSegmentation
 
 import hf_heteroakd  # noqa: F401  (registers the student classes)
+from hf_heteroakd.card_figures import FIGURES
 from hf_heteroakd.demo import run_demo
 from hf_heteroakd.evaluation import evaluate_saved_student
 
@@ -31,5 +32,7 @@ def test_demo_student_reloads_and_reproduces_reported_mean_iou(tmp_path):
     card = (student_dir / "README.md").read_text()
     assert "heteroakd" in card
     assert "| teacher |" in card  # the demo adds its teacher's results to the student's card
+    for figure in FIGURES:  # panels, curves, and (with the teacher's results) IoU per class
+        assert (student_dir / figure).is_file() and f"]({figure})" in card, figure
     assert not any("projector" in k for k in model.state_dict())
     assert torch.isfinite(torch.tensor(reported["train_loss"]))

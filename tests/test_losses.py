@@ -1,4 +1,4 @@
-"""The spec's checks (shared/heteroakd-method.md, "Checks every implementation must pass")."""
+"""The method's checks every implementation must pass (docs/method.md: the equations they test)."""
 
 import pytest
 import torch
