@@ -48,7 +48,7 @@ def write_model_card(output_dir: str, summary: dict[str, Any]) -> ModelCard:
     Call it after the Trainer saved its results there.
     """
     Path(output_dir, RUN_SUMMARY_NAME).write_text(json.dumps(summary, indent=2) + "\n")
-    write_figures(output_dir)
+    write_figures(output_dir, summary["comparison"].get("teacher_per_class"))
     card = render_card(output_dir)
     card.save(os.path.join(output_dir, "README.md"))
     return card
@@ -56,6 +56,17 @@ def write_model_card(output_dir: str, summary: dict[str, Any]) -> ModelCard:
 
 def _read_json(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _read_run(folder: Path) -> dict[str, Any]:
+    """The run summary of a finished run's ``folder``."""
+    run = _read_json(folder / RUN_SUMMARY_NAME)
+    if not run:
+        raise HeteroAKDError(
+            f"{folder} has no {RUN_SUMMARY_NAME}: pass the output folder of a finished hf_heteroakd run "
+            "(trained with --do_train by this version)"
+        )
+    return run
 
 
 def _results_file(path: str) -> Path:
@@ -234,12 +245,7 @@ def _comparison(run: dict[str, Any], scores: dict[str, float]) -> list[tuple[str
 def render_card(output_dir: str) -> ModelCard:
     """The card of the finished run in ``output_dir``, from its files alone (nothing is written)."""
     folder = Path(output_dir)
-    run = _read_json(folder / RUN_SUMMARY_NAME)
-    if not run:
-        raise HeteroAKDError(
-            f"{folder} has no {RUN_SUMMARY_NAME}: pass the output folder of a finished hf_heteroakd run "
-            "(trained with --do_train by this version)"
-        )
+    run = _read_run(folder)
     config = _read_json(folder / "config.json")
     results = {**_read_json(folder / "all_results.json"), **_read_json(folder / "eval_results.json")}
     state = _read_json(folder / "trainer_state.json")
@@ -320,24 +326,16 @@ def update_card(
     license: str | None = None,
 ) -> ModelCard:
     """Records what is given (results: a run's folder or a JSON file) in the run's summary, then
-    re-renders and saves ``output_dir/README.md``."""
-    summary_path = Path(output_dir, RUN_SUMMARY_NAME)
-    run = _read_json(summary_path)
-    updates = {
-        "teacher": read_results(teacher_results) if teacher_results else None,
-        "baseline": read_results(baseline_results) if baseline_results else None,
-    }
-    if run and (any(updates.values()) or hub_model_id or license):
-        run["comparison"].update({who: values for who, values in updates.items() if values})
-        if teacher_results:
-            run["comparison"]["teacher_per_class"] = per_class_iou(_read_json(_results_file(teacher_results)))
-        run["hub_model_id"] = hub_model_id or run["hub_model_id"]
-        run["license"] = license or run["license"]
-        summary_path.write_text(json.dumps(run, indent=2) + "\n")
-    write_figures(output_dir, run.get("comparison", {}).get("teacher_per_class") if run else None)
-    card = render_card(output_dir)
-    card.save(os.path.join(output_dir, "README.md"))
-    return card
+    re-renders and saves ``output_dir/README.md`` and its figures."""
+    run = _read_run(Path(output_dir))
+    if teacher_results:
+        run["comparison"]["teacher"] = read_results(teacher_results)
+        run["comparison"]["teacher_per_class"] = per_class_iou(_read_json(_results_file(teacher_results)))
+    if baseline_results:
+        run["comparison"]["baseline"] = read_results(baseline_results)
+    run["hub_model_id"] = hub_model_id or run["hub_model_id"]
+    run["license"] = license or run["license"]
+    return write_model_card(output_dir, run)
 
 
 if __name__ == "__main__":

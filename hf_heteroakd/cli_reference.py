@@ -57,12 +57,15 @@ def documented_classes() -> list[type]:
     return list(dict.fromkeys(cls for classes in RECIPES.values() for cls in classes))
 
 
+def inherited_fields(cls: type) -> dict[str, dataclasses.Field]:
+    """The ``TrainingArguments`` fields, by name, when ``cls`` derives from it; else none."""
+    return {f.name: f for f in dataclasses.fields(TrainingArguments)} if issubclass(cls, TrainingArguments) else {}
+
+
 def documented_fields(cls: type) -> list[dataclasses.Field]:
     """The flags ``cls`` declares: all its fields, less the ``TrainingArguments`` fields it inherits unchanged
     (a redeclared field is a new ``Field`` object); new flags first, then the redeclared ones."""
-    inherited = (
-        {f.name: f for f in dataclasses.fields(TrainingArguments)} if issubclass(cls, TrainingArguments) else {}
-    )
+    inherited = inherited_fields(cls)
     declared = [f for f in dataclasses.fields(cls) if f.init and f is not inherited.get(f.name)]
     return sorted(declared, key=lambda f: f.name in inherited)
 
@@ -143,11 +146,7 @@ def section(cls: type) -> str:
     """``cls``'s heading (the class, its module, the recipes that take it) and its table of flags."""
     hints = typing.get_type_hints(cls)
     # The defaults a redeclared TrainingArguments field replaces, to say so in its row.
-    base = (
-        {f.name: default_value(f) for f in dataclasses.fields(TrainingArguments)}
-        if issubclass(cls, TrainingArguments)
-        else {}
-    )
+    base = {name: default_value(f) for name, f in inherited_fields(cls).items()}
     recipes = ", ".join(f"`{path}`" for path, classes in RECIPES.items() if cls in classes)
     source = cls.__module__.replace(".", "/") + ".py"
     rows = [row(f, hints[f.name], base.get(f.name, dataclasses.MISSING)) for f in documented_fields(cls)]

@@ -29,6 +29,7 @@ from .data import (
 )
 from .errors import HeteroAKDError
 from .hub import push_student
+from .labels import id2label_of
 from .methods import method_class
 from .normalization import Normalization, model_normalization, renormalizer
 from .prediction_panels import PredictionPanelsCallback
@@ -48,7 +49,7 @@ def resolve_id2label(
 ) -> dict[int, str]:
     """The run's classes: the dataset's, which ``model``'s (the teacher's, or the evaluated model's) must
     equal, order included; ``model``'s when the dataset names none."""
-    model_labels = {int(k): v for k, v in model.config.id2label.items()} if model is not None else None
+    model_labels = id2label_of(model.config) if model is not None else None
     if dataset_labels is None and model_labels is None:
         raise HeteroAKDError(
             f"the dataset has no id2label.json and there is no {role} to take the classes from; "
@@ -279,7 +280,8 @@ def build_trainer(
     )
     if training_args.num_visualized_images > 0 and trainer.eval_dataset is not None:
         palette = palette_for(data_args.source.family(models.id2label), len(models.id2label))
-        trainer.add_callback(PredictionPanelsCallback(trainer, palette, training_args.num_visualized_images))
+        panels = PredictionPanelsCallback(trainer, models.id2label, palette, training_args.num_visualized_images)
+        trainer.add_callback(panels)
     image_size = first_image_size(splits[data_args.train_split].split) if data_args.train_split in splits else None
     crop_size = None if data_args.no_augmentation else tuple(data_args.crop_size)
     report = preflight(trainer, crop_size, image_size)

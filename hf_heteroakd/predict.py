@@ -27,6 +27,7 @@ from transformers import PreTrainedModel
 from .argument_checks import COUNT, Bound, check_fields, eval_window
 from .errors import HeteroAKDError
 from .inference import predict_classes
+from .labels import id2label_of
 from .normalization import model_normalization
 from .presets import PRESETS, preset_with_classes
 from .teachers import allow_pickle_weights_field, load_segmentation_model, trust_remote_code_field
@@ -133,7 +134,7 @@ class Predictor:
 
     @property
     def id2label(self) -> dict[int, str]:
-        return {int(k): v for k, v in self.model.config.id2label.items()}
+        return id2label_of(self.model.config)
 
     def __call__(self, image: PIL.Image.Image, path: Path) -> np.ndarray:
         """The (H, W) class indices of the RGB ``image`` read from ``path``."""

@@ -65,12 +65,16 @@ class PredictionPanelsCallback(TrainerCallback):
 
     Args:
         trainer: the run's trainer (its student, teacher and evaluation set are read at each evaluation).
+        id2label: the run's classes, named in the panels' legends.
         palette: (C, 3) uint8 class colours (:func:`hf_heteroakd.visualize.palette_for`).
         num_images: how many images; they are chosen once, by the run's seed.
     """
 
-    def __init__(self, trainer: HeteroAKDTrainer, palette: np.ndarray, num_images: int) -> None:
+    def __init__(
+        self, trainer: HeteroAKDTrainer, id2label: dict[int, str], palette: np.ndarray, num_images: int
+    ) -> None:
         self.trainer = trainer
+        self.id2label = id2label
         self.palette = palette
         self.num_images = num_images
         self._samples: list[dict[str, torch.Tensor]] | None = None
@@ -121,12 +125,11 @@ class PredictionPanelsCallback(TrainerCallback):
         if self._teacher_masks is None and trainer.teacher is not None:
             self._teacher_masks = [self.teacher_classes(s["pixel_values"]) for s in self.samples()]
         teachers = self._teacher_masks or [None] * len(students)
-        id2label = {int(k): v for k, v in student.config.id2label.items()}
         panels = []
         for sample, teacher, prediction in zip(self.samples(), teachers, students):
             masks = {"ground truth": sample["labels"].numpy(), "teacher": teacher, "student": prediction}
             image, masks = fit_width(denormalize(sample["pixel_values"], mean, std), masks)
-            panels.append(prediction_panel(image, masks, self.palette, id2label, args.ignore_index))
+            panels.append(prediction_panel(image, masks, self.palette, self.id2label, args.ignore_index))
         return panels
 
     @torch.no_grad()

@@ -138,9 +138,9 @@ class DatasetSource:
 
 def preset_with_classes(id2label: dict[int, str] | None) -> str | None:
     """The name of the preset whose classes are exactly ``id2label``, or None."""
-    return next(
-        (preset.name for preset in PRESETS.values() if id2label is not None and id2label == preset.id2label), None
-    )
+    if id2label is None:
+        return None
+    return next((preset.name for preset in PRESETS.values() if preset.id2label == id2label), None)
 
 
 def resolve_dataset(dataset: str | DatasetSource) -> DatasetSource:

@@ -24,6 +24,7 @@ from transformers import (
 )
 
 from .errors import HeteroAKDError
+from .labels import id2label_of
 from .models import TimmSegmentationConfig, TimmSegmentationForSemanticSegmentation
 from .teachers import checkpoint_error, not_a_segmentation_model, weights_policy
 
@@ -105,7 +106,7 @@ def checkpoint_id2label(name: str) -> dict[int, str] | None:
         config = AutoConfig.from_pretrained(name)
     except (OSError, ValueError):
         return None
-    return {int(i): label for i, label in config.id2label.items()}
+    return id2label_of(config)
 
 
 def _mit_student(

@@ -32,30 +32,18 @@ SWATCH_SIZE = 12
 
 # Colours of the 19 Cityscapes train ids, in train-id order, as given by the `color` of each Label in
 # the official label table (cityscapesscripts, helpers/labels.py).
+# fmt: off
 CITYSCAPES_PALETTE = np.array(
     [
-        (128, 64, 128),
-        (244, 35, 232),
-        (70, 70, 70),
-        (102, 102, 156),  # road, sidewalk, building, wall
-        (190, 153, 153),
-        (153, 153, 153),
-        (250, 170, 30),
-        (220, 220, 0),  # fence, pole, traffic light, sign
-        (107, 142, 35),
-        (152, 251, 152),
-        (70, 130, 180),
-        (220, 20, 60),  # vegetation, terrain, sky, person
-        (255, 0, 0),
-        (0, 0, 142),
-        (0, 0, 70),
-        (0, 60, 100),  # rider, car, truck, bus
-        (0, 80, 100),
-        (0, 0, 230),
-        (119, 11, 32),  # train, motorcycle, bicycle
+        (128, 64, 128), (244, 35, 232), (70, 70, 70), (102, 102, 156),  # road, sidewalk, building, wall
+        (190, 153, 153), (153, 153, 153), (250, 170, 30), (220, 220, 0),  # fence, pole, traffic light, sign
+        (107, 142, 35), (152, 251, 152), (70, 130, 180), (220, 20, 60),  # vegetation, terrain, sky, person
+        (255, 0, 0), (0, 0, 142), (0, 0, 70), (0, 60, 100),  # rider, car, truck, bus
+        (0, 80, 100), (0, 0, 230), (119, 11, 32),  # train, motorcycle, bicycle
     ],
     dtype=np.uint8,
 )
+# fmt: on
 
 # The ADE20K (SceneParse150) palette of the CSAIL scene-parsing code and mmsegmentation
 # (mmseg/datasets/ade.py), classes 0..149 after reduce_labels, one RRGGBB per class. It has one

@@ -202,6 +202,14 @@ def test_card_shows_teacher_and_baseline_rows_only_when_their_results_are_given(
     assert card_main([str(tmp_path / "baseline")]) == 2  # not a run's output folder: one error line
 
 
+def test_a_folder_that_is_not_a_run_gets_no_card_and_no_figures(finished_run, tmp_path):
+    folder = tmp_path / "not_a_run"
+    folder.mkdir()
+    shutil.copy(finished_run / "trainer_state.json", folder)  # enough for a training plot, but no run summary
+    assert card_main([str(folder)]) == 2
+    assert [p.name for p in folder.iterdir()] == ["trainer_state.json"]
+
+
 def test_push_uploads_only_the_student_and_its_card_once(tmp_path, monkeypatch, synthetic_dataset, tiny_segformer_dir):
     hub = FakeHub().install(monkeypatch)
     out = tmp_path / "pushed"
