@@ -25,6 +25,7 @@ goes through ``hf_heteroakd.pipeline.run_distillation``, the code path of ``reci
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import logging
 import math
@@ -44,20 +45,36 @@ from hf_heteroakd.synthetic import CLASS_NAMES, make_synthetic_dataset
 logger = logging.getLogger(__name__)
 
 # Arm → the run_distill.py flags that differ from the defaults.
-ARMS: dict[str, dict[str, Any]] = {
+MAIN_ARMS: dict[str, dict[str, Any]] = {
     "none": {"distill_method": "none"},
     "kd": {"distill_method": "kd"},
     "cwd": {"distill_method": "cwd"},
     "heteroakd": {"distill_method": "heteroakd"},
-    "heteroakd_lambda_hakd_0": {"distill_method": "heteroakd", "lambda_hakd": 0.0},  # L_proj's deep supervision
+    "heteroakd_lambda_hakd_0": {"distill_method": "heteroakd", "lambda_hakd": 0.0},  # without L_hakd itself
+}
+ABLATION_ARMS: dict[str, dict[str, Any]] = {  # with --ablations
     "heteroakd_no_kmm": {"distill_method": "heteroakd", "kmm": False},
     "heteroakd_no_kem": {"distill_method": "heteroakd", "kem": False},
+    # Z^S the student's own logits: L_hakd trains the layers that predict (compared on their 8×8 grid, or 64×64).
+    "heteroakd_logits": {"distill_method": "heteroakd", "student_projector": "none"},
+    "heteroakd_logits_label_grid": {"distill_method": "heteroakd", "student_projector": "none", "hakd_stride": 1},
 }
+ARMS = MAIN_ARMS | ABLATION_ARMS
 BASELINES = ("none", "kd", "cwd")
 MIN_TEACHER_LEAD = 0.15
-STUDENT_OUTPUT_STRIDE = 16  # DeepLabV3's own training stride: its last stage on a 4×4 grid of a 64-pixel image
+PLATEAU_GAIN = 0.005  # the student alone has plateaued when it gains less than this over its last quarter of steps
 CHECK_STEP = 100
-DIAGNOSTICS = ("hakd_s_t", "hakd_h_gap", "hakd_w_max", "hakd_acc_teacher", "hakd_acc_student")
+DIAGNOSTICS = (
+    "hakd_s_t",
+    "hakd_h_gap",
+    "hakd_w_max",
+    "hakd_acc_teacher",
+    "hakd_acc_student",
+    "hakd_grad_norm_ratio",
+    "hakd_grad_cosine",
+)
+# --quick: for development; the settings of the table are the defaults of run_experiment.
+QUICK = {"seeds": [0, 1], "student_steps": 150, "eval_steps": 50, "eval_split": "validation"}
 
 
 def teacher_init(num_labels: int) -> SegformerForSemanticSegmentation:
@@ -210,6 +227,31 @@ def plot(runs: dict[str, list[dict[str, Any]]], teacher_miou: float, path: Path)
     plt.close(fig)
 
 
+def plateau_gain(seeds: list[dict[str, Any]]) -> float | None:
+    """The mean over seeds of what a run's held-out mIoU gained over its last quarter of steps; None when its
+    curve has no evaluation at or before three quarters of its steps."""
+    gains = []
+    for run in seeds:
+        curve = run["log"]["eval_mean_iou"]
+        last_step = curve[-1][0]
+        earlier = [value for step, value in curve if step <= 0.75 * last_step]
+        if not earlier:
+            return None
+        gains.append(curve[-1][1] - earlier[-1])
+    return statistics.mean(gains)
+
+
+def plateau_line(runs: dict[str, list[dict[str, Any]]]) -> str:
+    """Whether the student alone had plateaued: the criterion and what it measured."""
+    gain = plateau_gain(runs["none"]) if "none" in runs else None
+    if gain is None:
+        return "- plateau: not measured (no `none` arm, or no evaluation at three quarters of the steps)"
+    met = "met" if gain < PLATEAU_GAIN else "not met"
+    return (
+        f"- plateau: `none` gains {gain:+.4f} mIoU over its last quarter of steps (criterion < {PLATEAU_GAIN}: {met})"
+    )
+
+
 def go_no_go(
     teacher_dev: float, alone_dev: float, heteroakd_log: dict[str, list[tuple[int, float]]] | None
 ) -> list[str]:
@@ -277,17 +319,18 @@ def run_experiment(
     seeds: list[int] | None = None,
     eval_split: str = "test",
     teacher_steps: int = 3000,
-    student_steps: int = 150,
-    eval_steps: int = 50,
+    student_steps: int = 600,
+    eval_steps: int = 150,
     num_train: int = 2048,
     num_validation: int = 128,
     num_test: int = 256,
     batch_size: int = 8,
+    student_output_stride: int = 8,
     options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Runs the experiment; ``eval_split="validation"`` measures on the development split instead of the
     test split (to choose settings), ``options`` sets config fields in every distilling arm."""
-    arms = list(ARMS) if arms is None else arms
+    arms = list(MAIN_ARMS) if arms is None else arms
     seeds = [0, 1, 2, 3] if seeds is None else seeds
     options = options or {}
     out = Path(output_dir)
@@ -318,7 +361,7 @@ def run_experiment(
                     teacher=str(teacher_dir),
                     student="resnet18",
                     student_pretrained_backbone=False,
-                    student_output_stride=STUDENT_OUTPUT_STRIDE,
+                    student_output_stride=student_output_stride,
                 ),
                 student_data,
                 training_args(run_dir, student_steps, 1e-3, seed, eval_steps, batch_size, **flags),
@@ -352,6 +395,7 @@ def run_experiment(
             "num_validation": num_validation,
             "num_test": num_test,
             "batch_size": batch_size,
+            "student_output_stride": student_output_stride,
             "options": options,
         },
         "seconds": {
@@ -396,7 +440,12 @@ def write_report(results: dict[str, Any], out: Path) -> str:
         )
     else:
         report = "\n".join(
-            [markdown_table(results["summary"], teacher[split], split), "", *verdict(results["summary"])]
+            [
+                markdown_table(results["summary"], teacher[split], split),
+                "",
+                *verdict(results["summary"]),
+                plateau_line(results["runs"]),
+            ]
         )
     report += "\n\nDiagnostics of the HeteroAKD arms (training batches, mean over seeds):\n\n"
     report += diagnostics_table(results["runs"]) + "\n"
@@ -414,49 +463,74 @@ def parse_option(text: str) -> tuple[str, Any]:
         return name, value
 
 
+def _shown(value: Any) -> str:
+    """A flag's value as typed on the command line."""
+    return " ".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--output_dir", default="outputs/cpu_heterogeneous")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, argument_default=argparse.SUPPRESS
+    )  # a flag left out takes run_experiment's default
+    parser.add_argument("--output_dir", help="Default: outputs/cpu_heterogeneous (the teacher is cached there).")
     parser.add_argument(
         "--arms",
         nargs="+",
         choices=list(ARMS),
-        default=None,
         metavar="ARM",
-        help=f"Arms to compare, of {', '.join(ARMS)} (default: all).",
+        help=f"Arms to compare, of {', '.join(ARMS)} (default: {', '.join(MAIN_ARMS)}).",
     )
-    parser.add_argument("--seeds", nargs="+", type=int, default=None, help="Student seeds (default: 0 1 2 3).")
+    parser.add_argument(
+        "--ablations", action="store_true", default=False, help=f"Add the arms {', '.join(ABLATION_ARMS)}."
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        default=False,
+        help="For development: " + ", ".join(f"--{name} {_shown(value)}" for name, value in QUICK.items()) + ".",
+    )
+    parser.add_argument("--seeds", nargs="+", type=int, help="Student seeds (default: 0 1 2 3).")
     parser.add_argument(
         "--eval_split",
-        default="test",
         choices=["test", "validation"],
-        help="test: the held-out report; validation: the development split, to choose settings.",
+        help="test (default): the held-out report; validation: the development split, to choose settings.",
     )
     parser.add_argument(
         "--set",
         dest="options",
         nargs="+",
         type=parse_option,
-        default=[],
         metavar="NAME=VALUE",
         help="HeteroAKDConfig fields set in every distilling arm (for choosing settings).",
     )
-    parser.add_argument("--teacher_steps", type=int, default=3000)
-    parser.add_argument("--student_steps", type=int, default=150)
-    parser.add_argument("--eval_steps", type=int, default=50)
-    parser.add_argument("--num_train", type=int, default=2048)
-    parser.add_argument("--num_validation", type=int, default=128)
-    parser.add_argument("--num_test", type=int, default=256)
-    parser.add_argument("--batch_size", type=int, default=8)
+    for name in (
+        "teacher_steps",
+        "student_steps",
+        "eval_steps",
+        "num_train",
+        "num_validation",
+        "num_test",
+        "batch_size",
+        "student_output_stride",
+    ):
+        parser.add_argument(
+            f"--{name}", type=int, help=f"Default: {inspect.signature(run_experiment).parameters[name].default}."
+        )
     parser.add_argument(
         "--report_only",
         action="store_true",
+        default=False,
         help="Rewrite results.md and the plot from the output folder's results.json; train nothing.",
     )
     args = vars(parser.parse_args())
-    args["options"] = dict(args["options"])
+    if "options" in args:
+        args["options"] = dict(args["options"])
+    if args.pop("quick"):
+        args = {**QUICK, **args}
+    if args.pop("ablations"):
+        args.setdefault("arms", list(ARMS))
     if args.pop("report_only"):
-        out = Path(args["output_dir"])
+        out = Path(args.get("output_dir", inspect.signature(run_experiment).parameters["output_dir"].default))
         print(write_report(json.loads((out / "results.json").read_text()), out))
         return
     run_experiment(**args)

@@ -135,6 +135,23 @@ class HeteroAKDConfig(TrainingArguments):
         default=256,
         metadata={"methods": ("heteroakd",), "bound": COUNT, "help": "Hidden channels of the stage projectors."},
     )
+    student_projector: Literal["mlp", "linear", "none"] = field(
+        default="mlp",
+        metadata={
+            "methods": ("heteroakd",),
+            "help": "The student's side of the aligned logits space: mlp, a projector 1x1 conv -> BN -> ReLU -> "
+            "1x1 conv on its stage features (a public reading); linear, 1x1 conv -> BN; none, no projector: Z^S "
+            "is the student's own logits, so L_hakd trains the layers that predict.",
+        },
+    )
+    proj_loss_student: bool = field(
+        default=True,
+        metadata={
+            "methods": ("heteroakd",),
+            "help": "Supervise the student's projected map with the labels (L_proj of Z^S); off, L_hakd alone "
+            "pulls it. No effect with --student_projector none (the logits have L_task).",
+        },
+    )
     channels_last: bool = field(
         default=False,
         metadata={

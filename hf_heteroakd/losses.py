@@ -314,6 +314,7 @@ def heteroakd_loss(
     activation: HakdActivation = "sigmoid",
     grid: tuple[int, int] | None = None,
     proj_loss: ProjLoss = "bce",
+    proj_student: bool = True,
 ) -> HeteroAKDLosses:
     """L_hakd and L_proj for one stage, sharing the resizes and reliabilities they both need.
 
@@ -321,7 +322,7 @@ def heteroakd_loss(
     ``activation`` (:func:`soft_target_terms`) and K rescaling W so that its mean over the
     softmax axis is 1 (K = C for the class axis): with ``kmm=False, kem=False`` this is exactly the
     plain soft-target loss from Z^T (softmax cross-entropy, or per-class binary KL).
-    L_proj = :func:`projection_loss` of Z^T plus that of Z^S.
+    L_proj = :func:`projection_loss` of Z^T plus, with ``proj_student``, that of Z^S.
 
     Args:
         z_s: (N, C, h, w) the student's projected logits Z^S; gradient flows only through it
@@ -336,6 +337,8 @@ def heteroakd_loss(
         grid: the (h, w) grid on which the maps are compared: both are resized bilinearly to it, the
             labels with nearest. None: the student's grid (h, w).
         proj_loss: the form of L_proj, see :func:`projection_loss`.
+        proj_student: supervise Z^S with the labels too; off, only L_hakd pulls it (and no label loss lets a
+            student projector learn the classes without the student's features carrying them).
     """
     num_classes = z_s.shape[1]
     grid = tuple(z_s.shape[-2:]) if grid is None else tuple(grid)
@@ -347,9 +350,9 @@ def heteroakd_loss(
 
     h_s = reliability(z_s, onehot)
     h_t = reliability(z_t, onehot)
-    proj = projection_loss(z_s, grid_labels, onehot, valid, proj_loss) + projection_loss(
-        z_t, grid_labels, onehot, valid, proj_loss
-    )
+    proj = projection_loss(z_t, grid_labels, onehot, valid, proj_loss)
+    if proj_student:
+        proj = proj + projection_loss(z_s, grid_labels, onehot, valid, proj_loss)
 
     s_t = None
     if kmm:
@@ -366,3 +369,30 @@ def heteroakd_loss(
     hakd = (per_pixel * valid).sum() / num_valid * temperature**2
     diagnostics = mixing_diagnostics(z_s, z_t, h_s, h_t, s_t, weights, grid_labels, valid)
     return HeteroAKDLosses(hakd=hakd, proj=proj, diagnostics=diagnostics)
+
+
+def gradient_alignment(
+    loss: torch.Tensor, reference: torch.Tensor, features: list[torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    """How ``loss`` pulls on ``features`` beside ``reference`` does: the norm ratio ‖∇loss‖ / ‖∇reference‖
+    and the cosine of the two gradients, each taken w.r.t. the feature maps (all of them flattened into one
+    vector); scalars without gradient. The graph is kept for the step's backward.
+
+    Args:
+        loss, reference: scalars, e.g. L_hakd and L_task.
+        features: (N, C_k, h_k, w_k) maps both losses were computed from, e.g. the distilled backbone stages.
+    """
+    grads = [
+        torch.cat(
+            [
+                (g if g is not None else torch.zeros_like(f)).float().flatten()
+                for g, f in zip(torch.autograd.grad(value, features, retain_graph=True, allow_unused=True), features)
+            ]
+        )
+        for value in (loss, reference)
+    ]
+    norms = [g.norm() for g in grads]
+    return {
+        "grad_norm_ratio": norms[0] / norms[1].clamp_min(1e-12),
+        "grad_cosine": (grads[0] @ grads[1]) / (norms[0] * norms[1]).clamp_min(1e-12),
+    }

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, ClassVar
 import torch
 from torch import nn
 from transformers import PreTrainedModel
+from transformers.utils import ModelOutput
 
 from . import losses
 from .errors import HeteroAKDError
@@ -33,7 +34,20 @@ from .projectors import HeteroAKDProjectors
 if TYPE_CHECKING:
     from .config import HeteroAKDConfig
     from .teacher_cache import TeacherOutputs
-    from .trainer import DistillationOutput
+
+
+@dataclass
+class DistillationOutput(ModelOutput):
+    """What the trainable module returns for a batch, and what a method's terms are computed from."""
+
+    logits: torch.Tensor | None = None
+    """The student's (N, C, h, w) logits."""
+    student_projected: list[torch.Tensor] | None = None
+    """Z^S of each distilled stage, (N, C, h_k, w_k)."""
+    teacher_projected: list[torch.Tensor] | None = None
+    """Z^T of each distilled stage, (N, C, h'_k, w'_k)."""
+    student_features: list[torch.Tensor] | None = None
+    """The student's distilled backbone stages, (N, C_k, h_k, w_k), where L_hakd's gradient is diagnosed."""
 
 
 @dataclass
@@ -55,6 +69,8 @@ class DistillationMethod:
 
     def __init__(self, args: HeteroAKDConfig) -> None:
         self.args = args
+        # Set by the trainer on the steps it logs: diagnostics that cost a backward pass are computed only then.
+        self.diagnose_gradients = False
 
     def build_projectors(self, student: PreTrainedModel, teacher: PreTrainedModel | None) -> nn.Module | None:
         """Trainable modules beside the student (trained with it, saved in checkpoints, never published)."""
@@ -132,6 +148,7 @@ class HeteroAKD(PixelKD):
             _pick_stages(stage_channels(teacher), stages, "teacher"),
             student.config.num_labels,
             self.args.projector_channels,
+            self.args.student_projector,
         )
 
     def loss_terms(self, out, teacher, labels) -> LossTerms:
@@ -151,16 +168,22 @@ class HeteroAKD(PixelKD):
                 activation=args.hakd_activation,
                 grid=grid,
                 proj_loss=args.proj_loss,
+                proj_student=args.proj_loss_student and args.student_projector != "none",
             )
             for z_s, z_t in zip(out.student_projected, out.teacher_projected)
         ]
         terms = super().loss_terms(out, teacher, labels)
-        terms.weighted["hakd"] = (args.lambda_hakd, torch.stack([s.hakd for s in per_stage]).sum())
+        hakd = torch.stack([s.hakd for s in per_stage]).sum()
+        terms.weighted["hakd"] = (args.lambda_hakd, hakd)
         terms.weighted["proj"] = (args.lambda_proj, torch.stack([s.proj for s in per_stage]).sum())
         terms.diagnostics = {  # averaged over the stages
             f"hakd_{name}": torch.stack([s.diagnostics[name] for s in per_stage]).mean()
             for name in per_stage[0].diagnostics
         }
+        if self.diagnose_gradients and out.student_features and out.student_features[0].requires_grad:
+            task = losses.task_loss(out.logits, labels, args.ignore_index)
+            alignment = losses.gradient_alignment(hakd, task, out.student_features)
+            terms.diagnostics.update({f"hakd_{name}": value for name, value in alignment.items()})
         return terms
 
 

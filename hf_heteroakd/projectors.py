@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import Literal
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
+
+StudentProjector = Literal["mlp", "linear", "none"]
 
 
 class LogitsProjector(nn.Sequential):
@@ -24,8 +27,21 @@ class LogitsProjector(nn.Sequential):
         )
 
 
+class LinearLogitsProjector(nn.Sequential):
+    """(N, C_in, h, w) features → (N, num_labels, h, w) logits: 1×1 conv → BN, the minimal reading of the
+    paper's "1×1 conv with BN": a linear map, too weak to absorb a target the features do not carry."""
+
+    def __init__(self, in_channels: int, num_labels: int) -> None:
+        super().__init__(nn.Conv2d(in_channels, num_labels, kernel_size=1, bias=False), nn.BatchNorm2d(num_labels))
+
+
 class HeteroAKDProjectors(nn.Module):
-    """One student and one teacher projector per distilled stage."""
+    """One teacher projector per distilled stage and, unless ``student_projector`` is "none", one student
+    projector per stage ("mlp": :class:`LogitsProjector`, "linear": :class:`LinearLogitsProjector`).
+
+    With "none" the student's map Z^S is its own logits, the output of its decode head: L_hakd then trains
+    the layers that predict, and no projector beside them can absorb the target.
+    """
 
     def __init__(
         self,
@@ -33,20 +49,37 @@ class HeteroAKDProjectors(nn.Module):
         teacher_channels: list[int],
         num_labels: int,
         hidden_channels: int = 256,
+        student_projector: StudentProjector = "mlp",
     ) -> None:
         super().__init__()
         if len(student_channels) != len(teacher_channels):
             raise ValueError("student and teacher need the same number of distilled stages")
-        self.student = nn.ModuleList(LogitsProjector(c, num_labels, hidden_channels) for c in student_channels)
+        builders = {
+            "mlp": lambda c: LogitsProjector(c, num_labels, hidden_channels),
+            "linear": lambda c: LinearLogitsProjector(c, num_labels),
+            "none": None,
+        }
+        if student_projector not in builders:
+            raise ValueError(f"student_projector must be one of {', '.join(builders)}, got {student_projector!r}")
+        build = builders[student_projector]
+        self.student = nn.ModuleList(build(c) for c in student_channels) if build else None
         self.teacher = nn.ModuleList(LogitsProjector(c, num_labels, hidden_channels) for c in teacher_channels)
 
     def forward(
-        self, student_features: list[torch.Tensor], teacher_features: list[torch.Tensor]
+        self,
+        student_features: list[torch.Tensor],
+        teacher_features: list[torch.Tensor],
+        student_logits: torch.Tensor | None = None,
     ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """Project the selected stages of both models: lists of (N, num_labels, h_k, w_k) maps."""
+        """Z^S and Z^T of the selected stages: lists of (N, num_labels, h_k, w_k) maps. Without student
+        projectors, Z^S of every stage is the (N, num_labels, h, w) ``student_logits``."""
         dtype = self.teacher[0][0].weight.dtype  # the teacher may run in bf16 while projectors train in fp32
-        z_s = [proj(f) for proj, f in zip(self.student, student_features)]
         z_t = [proj(f.to(dtype)) for proj, f in zip(self.teacher, teacher_features)]
+        if self.student is None:
+            if student_logits is None:
+                raise ValueError("without student projectors, Z^S is the student's logits: pass student_logits")
+            return [student_logits] * len(z_t), z_t
+        z_s = [proj(f) for proj, f in zip(self.student, student_features)]
         return z_s, z_t
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -12,13 +11,13 @@ from torch import nn
 from torch.utils.data import DataLoader, IterableDataset
 from transformers import PreTrainedModel, Trainer
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, TrainOutput
-from transformers.utils import ModelOutput, logging
+from transformers.utils import logging
 
 from . import losses
 from .config import HeteroAKDConfig
 from .errors import HeteroAKDError
 from .features import stage_features
-from .methods import method_class
+from .methods import DistillationOutput, method_class
 from .metrics import MeanIoU
 from .projectors import HeteroAKDProjectors
 from .seeding import PerSampleSeed, SetEpochCallback
@@ -28,13 +27,6 @@ from .trainer_saving import PROJECTORS_NAME, StudentSavingMixin  # noqa: F401 (P
 from .trainer_teacher import TeacherMixin
 
 logger = logging.get_logger(__name__)
-
-
-@dataclass
-class DistillationOutput(ModelOutput):
-    logits: torch.Tensor | None = None
-    student_projected: list[torch.Tensor] | None = None
-    teacher_projected: list[torch.Tensor] | None = None
 
 
 class StudentWithProjectors(nn.Module):
@@ -64,9 +56,11 @@ class StudentWithProjectors(nn.Module):
         outputs = self.student(pixel_values=pixel_values, output_hidden_states=project)
         if not project:
             return DistillationOutput(logits=outputs.logits)
-        student_features = stage_features(self.student, outputs, pixel_values.shape[-2:])
-        z_s, z_t = self.projectors(self.select(student_features), teacher_features)
-        return DistillationOutput(logits=outputs.logits, student_projected=z_s, teacher_projected=z_t)
+        student_features = self.select(stage_features(self.student, outputs, pixel_values.shape[-2:]))
+        z_s, z_t = self.projectors(student_features, teacher_features, outputs.logits)
+        return DistillationOutput(
+            logits=outputs.logits, student_projected=z_s, teacher_projected=z_t, student_features=student_features
+        )
 
 
 class _StreamLoader(DataLoader):
@@ -179,6 +173,7 @@ class HeteroAKDTrainer(TeacherMixin, SegmentationEvaluationMixin, StudentSavingM
         labels = inputs["labels"]
         teacher_out = self.teacher_outputs(inputs) if self.teacher is not None else None
         out = model(inputs["pixel_values"], teacher_features=teacher_out.features if teacher_out is not None else None)
+        self.method.diagnose_gradients = model.training and self._logs_after_this_step()
         method_terms = self.method.loss_terms(out, teacher_out, labels)
         terms = {"task": losses.task_loss(out.logits, labels, self.args.ignore_index)}
         loss = terms["task"]
@@ -191,6 +186,11 @@ class HeteroAKDTrainer(TeacherMixin, SegmentationEvaluationMixin, StudentSavingM
             for name, value in method_terms.diagnostics.items():
                 self._diagnostics[name].append(value)
         return (loss, out) if return_outputs else loss
+
+    def _logs_after_this_step(self) -> bool:
+        """Whether the optimizer step under way is one the Trainer logs (its ``logging_steps`` multiples)."""
+        every = self.state.logging_steps
+        return self.args.logging_strategy == "steps" and bool(every) and (self.state.global_step + 1) % every == 0
 
     def prepare_batch(self, inputs: dict[str, Any]) -> dict[str, Any]:
         """A collated batch on the run's device, as the training step receives it."""

@@ -169,7 +169,7 @@ def test_losses_finite_under_bf16_autocast(kem_axis):
 def test_gradients_reach_student_and_both_projectors_never_teacher():
     teacher_backbone = torch.nn.Conv2d(3, 16, 3, padding=1)
     student_backbone = torch.nn.Conv2d(3, 8, 3, padding=1)
-    projectors = HeteroAKDProjectors([8], [16], num_labels=C, hidden_channels=32)
+    projectors = HeteroAKDProjectors([8], [16], num_labels=C, hidden_channels=32, student_projector="mlp")
     x = torch.randn(N, 3, H, W)
     with torch.no_grad():
         f_t = teacher_backbone(x)
@@ -261,3 +261,54 @@ def test_diagnostics_read_the_labelled_class():
     swapped = losses.heteroakd_loss(truth, z_s, labels).diagnostics
     assert swapped["s_t"] < 0.01 and swapped["acc_student"] == 1.0
     assert losses.heteroakd_loss(z_s, truth, labels, kmm=False).diagnostics["s_t"] == 1.0
+
+
+def test_gradient_alignment_compares_two_losses_gradients_at_the_features():
+    features = [torch.randn(N, 4, H, W, requires_grad=True), torch.randn(N, 2, H // 2, W // 2, requires_grad=True)]
+    weights = [torch.randn_like(f) for f in features]
+    reference = sum((f * w).sum() for f, w in zip(features, weights))
+    double = losses.gradient_alignment(2 * reference, reference, features)
+    torch.testing.assert_close(double["grad_norm_ratio"], torch.tensor(2.0))
+    torch.testing.assert_close(double["grad_cosine"], torch.tensor(1.0))
+    assert losses.gradient_alignment(-reference, reference, features)["grad_cosine"] == pytest.approx(-1.0)
+    # A loss of the first map alone, orthogonal to the reference's gradient there: cosine 0.
+    flat = weights[0].flatten()
+    other = torch.randn_like(flat)
+    other = (other - (other @ flat) / (flat @ flat) * flat).view_as(weights[0])
+    orthogonal = losses.gradient_alignment((features[0] * other).sum(), reference, features)
+    assert orthogonal["grad_cosine"].abs() < 1e-5
+    assert all(f.grad is None for f in features)  # nothing accumulated, and the graph is still there:
+    reference.backward()
+    assert all(torch.equal(f.grad, w) for f, w in zip(features, weights))
+
+
+def test_proj_student_off_leaves_only_the_teachers_label_loss():
+    z_s, z_t, labels = torch.randn(N, C, H, W), torch.randn(N, C, H, W), random_labels()
+    onehot, valid = losses.one_hot_targets(labels, C)
+    for kind in ("ce", "bce"):
+        out = losses.heteroakd_loss(z_s, z_t, labels, proj_loss=kind, proj_student=False)
+        torch.testing.assert_close(out.proj, losses.projection_loss(z_t, labels, onehot, valid, kind))
+        both = losses.heteroakd_loss(z_s, z_t, labels, proj_loss=kind).proj
+        torch.testing.assert_close(both, out.proj + losses.projection_loss(z_s, labels, onehot, valid, kind))
+
+
+@pytest.mark.parametrize("student_projector", ["mlp", "linear", "none"])
+def test_student_projector_kinds(student_projector):
+    projectors = HeteroAKDProjectors([8], [16], C, hidden_channels=32, student_projector=student_projector)
+    features, logits = torch.randn(N, 8, H, W), torch.randn(N, C, 2 * H, 2 * W)
+    (z_s,), (z_t,) = projectors([features], [torch.randn(N, 16, H, W)], logits)
+    assert z_t.shape == (N, C, H, W)
+    if student_projector == "none":  # the student's own logits, and no student module to absorb the target
+        assert z_s is logits and projectors.student is None
+    else:
+        assert z_s.shape == (N, C, H, W) and len(projectors.student) == 1
+    if student_projector == "linear":
+        assert [type(m) for m in projectors.student[0]] == [torch.nn.Conv2d, torch.nn.BatchNorm2d]
+
+
+def test_without_a_student_projector_the_logits_are_required_and_the_kind_is_checked():
+    projectors = HeteroAKDProjectors([8], [16], C, student_projector="none")
+    with pytest.raises(ValueError, match="pass student_logits"):
+        projectors([torch.randn(N, 8, H, W)], [torch.randn(N, 16, H, W)])
+    with pytest.raises(ValueError, match="mlp, linear, none"):
+        HeteroAKDProjectors([8], [16], C, student_projector="deep")

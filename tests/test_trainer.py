@@ -57,14 +57,17 @@ def batch_of(train_set, n=2):
     return collate_segmentation([train_set[i] for i in range(n)])
 
 
+@pytest.mark.parametrize("student_projector", ["none", "mlp"])
 @pytest.mark.parametrize("teacher_factory", [tiny_segformer, tiny_upernet_convnext])
-def test_gradients_reach_student_and_projectors_never_teacher(tmp_path, train_set, teacher_factory):
-    trainer = make_trainer(tmp_path, train_set, teacher_factory=teacher_factory)
+def test_gradients_reach_student_and_projectors_never_teacher(tmp_path, train_set, teacher_factory, student_projector):
+    trainer = make_trainer(tmp_path, train_set, teacher_factory=teacher_factory, student_projector=student_projector)
     trainer.model.train()
     trainer.compute_loss(trainer.model, batch_of(train_set)).backward()
     student_grads = [p.grad for p in trainer.student.parameters()]
     assert all(g is not None for g in student_grads) and sum(g.abs().sum() for g in student_grads) > 0
-    for side in (trainer.projectors.student, trainer.projectors.teacher):
+    sides = [trainer.projectors.teacher] + ([trainer.projectors.student] if student_projector == "mlp" else [])
+    assert (trainer.projectors.student is None) == (student_projector == "none")
+    for side in sides:
         assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in side.parameters())
     assert all(p.grad is None and not p.requires_grad for p in trainer.teacher.parameters())
     assert not trainer.teacher.training
@@ -294,6 +297,7 @@ def test_heteroakd_diagnostics_are_logged_to_trainer_state_and_tensorboard(tmp_p
     trainer.train()
     trainer.save_state()
     keys = {"hakd_s_t", "hakd_h_gap", "hakd_w_max", "hakd_acc_teacher", "hakd_acc_student"}
+    keys |= {"hakd_grad_norm_ratio", "hakd_grad_cosine"}
     history = json.loads((tmp_path / "run" / "trainer_state.json").read_text())["log_history"]
     logged = [entry for entry in history if "loss" in entry]
     assert len(logged) == 2 and all(keys <= set(entry) for entry in logged)
@@ -306,7 +310,7 @@ def test_heteroakd_diagnostics_are_logged_to_trainer_state_and_tensorboard(tmp_p
 
 
 def test_teacher_projectors_are_fitted_before_the_first_step_and_nothing_else_moves(tmp_path, train_set):
-    trainer = make_trainer(tmp_path, train_set, teacher_projector_fit_steps=20)
+    trainer = make_trainer(tmp_path, train_set, teacher_projector_fit_steps=20, student_projector="mlp")
     batch = batch_of(train_set, 4)
 
     def teacher_projection_loss() -> float:
@@ -328,3 +332,29 @@ def test_teacher_projectors_are_fitted_before_the_first_step_and_nothing_else_mo
     for name, value in trainer.projectors.student.state_dict().items():
         assert torch.equal(value, student_projector[name]), name
     assert all(p.grad is None for p in trainer.projectors.parameters())
+
+
+@pytest.mark.parametrize("student_projector", ["none", "mlp"])
+def test_l_hakd_reaches_the_decode_head_only_without_a_student_projector(tmp_path, train_set, student_projector):
+    trainer = make_trainer(tmp_path, train_set, student_projector=student_projector)
+    batch = trainer.prepare_batch(batch_of(train_set))
+    teacher = trainer.teacher_outputs(batch)
+    out = trainer.model.train()(batch["pixel_values"], teacher_features=teacher.features)
+    trainer.method.loss_terms(out, teacher, batch["labels"]).weighted["hakd"][1].backward()
+    head = [p.grad for p in trainer.student.decode_head.parameters()]
+    if student_projector == "none":  # the layers that predict are trained by L_hakd
+        assert all(g is not None and g.abs().sum() > 0 for g in head)
+    else:  # the projector beside them takes it all
+        assert all(g is None for g in head)
+    assert trainer.student.backbone.conv1.weight.grad.abs().sum() > 0
+
+
+def test_gradient_diagnostics_are_computed_on_logged_steps_only(tmp_path, train_set, monkeypatch):
+    calls = []
+    gradient_alignment = losses.gradient_alignment
+    monkeypatch.setattr(losses, "gradient_alignment", lambda *a: calls.append(1) or gradient_alignment(*a))
+    trainer = make_trainer(tmp_path, train_set, max_steps=4, logging_steps=2)
+    trainer.train()
+    logged = [entry for entry in trainer.state.log_history if "loss" in entry]
+    assert len(calls) == len(logged) == 2
+    assert all(-1 <= entry["hakd_grad_cosine"] <= 1 and entry["hakd_grad_norm_ratio"] > 0 for entry in logged)
