@@ -1,15 +1,16 @@
 #!/usr/bin/env python
 """Does HeteroAKD beat the student alone, KD and CWD? A paired experiment at CPU scale.
 
-    python experiments/cpu_heterogeneous.py [--output_dir outputs/cpu_heterogeneous]
+    python experiments/cpu_heterogeneous.py [--quick] [--ablations] [--output_dir outputs/cpu_heterogeneous]
 
 1. writes the synthetic shapes dataset (``hf_heteroakd.synthetic``) with three splits: train,
    validation (the development split, on which the settings were chosen) and test (held out: the
    table is measured on it and nothing was chosen by looking at it);
 2. trains a Segformer teacher (a Transformer whose last stage is finer than the student's) once,
    then caches its outputs on the training images, so that no student step runs the teacher;
-3. trains a DeepLabV3-ResNet-18 student (a CNN) from scratch in each arm, with every seed: within a
-   seed all arms start from the same weights and see the same batches (paired seeds);
+3. trains a DeepLabV3-ResNet-18 student (a CNN, output stride 8: an 8×8 distilled grid) from scratch
+   in each arm, with every seed: within a seed all arms start from the same weights and see the same
+   batches (paired seeds);
 4. a go/no-go check after the first seed: the teacher leads the student alone by at least
    ``MIN_TEACHER_LEAD`` on the development split, and at step 100 the teacher's projected map is
    more accurate than the student's. If either fails, ``results.md`` says "inconclusive" instead

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import json
@@ -112,3 +113,32 @@ def test_experiment_runs_every_arm_and_writes_report_plot_and_diagnostics(tmp_pa
     assert (tmp_path / "miou_vs_steps.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     card = (tmp_path / "students" / "cwd" / "seed0" / "README.md").read_text()  # each run's card names its method
     assert "Channel-wise distillation" in card and "L_task + 3.0·L_cwd" in card
+
+
+def test_plateau_is_what_the_student_alone_gained_over_its_last_quarter_of_steps():
+    experiment = load_experiment()
+    curve = lambda *values: {"log": {"eval_mean_iou": list(zip((150, 300, 450, 600), values))}}  # noqa: E731
+    runs = {"none": [curve(0.2, 0.3, 0.36, 0.364), curve(0.2, 0.3, 0.35, 0.356)]}
+    assert experiment.plateau_gain(runs["none"]) == pytest.approx(0.005)
+    assert "gains +0.0050" in experiment.plateau_line(runs) and "not met" in experiment.plateau_line(runs)
+    runs["none"][1] = curve(0.2, 0.3, 0.35, 0.352)
+    assert experiment.plateau_line(runs).endswith("(criterion < 0.005: met)")
+    assert "not measured" in experiment.plateau_line({"kd": runs["none"]})
+
+
+def test_quick_and_ablations_set_what_they_say_and_explicit_flags_win(monkeypatch):
+    experiment = load_experiment()
+    calls = []
+
+    @functools.wraps(experiment.run_experiment)  # --help reads the defaults from its signature
+    def record(**kwargs):
+        calls.append(kwargs)
+
+    monkeypatch.setattr(experiment, "run_experiment", record)
+    for argv in (["--quick"], ["--quick", "--seeds", "3", "--ablations"], []):
+        monkeypatch.setattr("sys.argv", ["cpu_heterogeneous.py", *argv])
+        experiment.main()
+    quick, explicit, default = calls
+    assert quick == experiment.QUICK
+    assert explicit == {**experiment.QUICK, "seeds": [3], "arms": list(experiment.ARMS)}
+    assert default == {}  # every other setting is run_experiment's default
