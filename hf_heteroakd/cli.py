@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
+import json
 import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from .argument_checks import ArgumentParser
 from .arguments import DataArguments, ModelArguments
@@ -16,17 +21,49 @@ from .evaluation import EvaluationArguments, run_evaluation
 from .pipeline import run_distillation
 from .predict import PredictArguments, run_prediction
 
+# Flags that transformers removed, and what replaced them.
+REMOVED_FLAGS = {
+    "logging_dir": "transformers 5 removed it: set TensorBoard's folder with the TENSORBOARD_LOGGING_DIR "
+    "environment variable",
+}
+
 
 def parse_args(argv: list[str] | None = None, dataclass_types: tuple[type, ...] | None = None) -> tuple[Any, ...]:
     """Flags, or one ``.yaml`` / ``.json`` file holding them, into ``dataclass_types`` (default: the
-    distillation recipe's ``ModelArguments``, ``DataArguments``, ``HeteroAKDConfig``)."""
-    parser = ArgumentParser(dataclass_types or (ModelArguments, DataArguments, HeteroAKDConfig))
+    distillation recipe's ``ModelArguments``, ``DataArguments``, ``HeteroAKDConfig``). A flag or key that
+    none of them has is a :class:`HeteroAKDError` naming the closest flag."""
+    dataclass_types = dataclass_types or (ModelArguments, DataArguments, HeteroAKDConfig)
+    parser = ArgumentParser(dataclass_types)
     argv = sys.argv[1:] if argv is None else argv
-    if len(argv) == 1 and Path(argv[0]).suffix in (".yaml", ".yml"):
-        return parser.parse_yaml_file(argv[0])
-    if len(argv) == 1 and Path(argv[0]).suffix == ".json":
-        return parser.parse_json_file(argv[0])
-    return parser.parse_args_into_dataclasses(args=argv)
+    if len(argv) == 1 and Path(argv[0]).suffix in (".yaml", ".yml", ".json"):
+        path = Path(argv[0])
+        if path.is_file():  # a missing file is the parser's own error
+            text = path.read_text(encoding="utf-8")
+            values = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+            known = {field.name for cls in dataclass_types for field in dataclasses.fields(cls) if field.init}
+            if isinstance(values, dict) and (unknown := [key for key in values if key not in known]):
+                raise unknown_flag_error(f"--{unknown[0]}", parser, f" (a key of {path})")
+        if path.suffix == ".json":
+            return parser.parse_json_file(path)
+        return parser.parse_yaml_file(path)
+    *parsed, remaining = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
+    if remaining:
+        flag = next((arg for arg in remaining if arg.startswith("-")), remaining[0])
+        raise unknown_flag_error(flag.split("=", 1)[0], parser)
+    return tuple(parsed)
+
+
+def unknown_flag_error(flag: str, parser: ArgumentParser, where: str = "") -> HeteroAKDError:
+    """``unknown flag --x; did you mean --y?``, or what replaced a flag that transformers removed."""
+    name = flag.lstrip("-")
+    if name in REMOVED_FLAGS:
+        return HeteroAKDError(f"unknown flag {flag}{where}: {REMOVED_FLAGS[name]}")
+    if not flag.startswith("-"):
+        return HeteroAKDError(f"unexpected argument {flag!r}: every value follows its --flag (see --help)")
+    options = [option for action in parser._actions for option in action.option_strings if option.startswith("--")]
+    close = difflib.get_close_matches(f"--{name}", options, n=1)
+    hint = f"; did you mean {close[0]}?" if close else "; --help lists the flags"
+    return HeteroAKDError(f"unknown flag {flag}{where}{hint}")
 
 
 def run_command(run: Callable[..., Any], dataclass_types: tuple[type, ...], argv: list[str] | None = None) -> int:

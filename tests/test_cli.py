@@ -157,3 +157,30 @@ def test_unknown_student_is_one_clear_line(tmp_path, synthetic_dataset):
         "--do_train",
     )
     assert_one_clear_line(result, "unknown student 'resnet-nineteen'")
+
+
+@pytest.mark.parametrize(
+    "command, argv, message",
+    [
+        ("main", ["--dataset", "d", "--lamda_hakd", "2"], "unknown flag --lamda_hakd; did you mean --lambda_hakd?"),
+        ("main", ["--dataset", "d", "--logging_dir", "tb"], "TENSORBOARD_LOGGING_DIR environment variable"),
+        ("evaluate_main", ["--model", "m", "--dataset", "d", "--eval_fip"], "did you mean --eval_flip?"),
+        ("evaluate_main", ["--model", "m", "--dataset", "d", "--logging_dir=tb"], "unknown flag --logging_dir:"),
+        ("predict_main", ["--model", "m", "--images", "i", "--alpah", "0.5"], "did you mean --alpha?"),
+    ],
+)
+def test_an_unknown_flag_is_an_input_error_naming_the_closest_flag(capsys, tmp_path, command, argv, message):
+    from hf_heteroakd import cli
+
+    assert getattr(cli, command)([*argv, "--output_dir", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: unknown flag") and message in err and "bug" not in err, err
+
+
+def test_an_unknown_key_of_a_yaml_recipe_is_an_input_error(capsys, tmp_path):
+    from hf_heteroakd import cli
+
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("dataset: d\noutput_dir: o\nlamda_hakd: 2\n")
+    assert cli.main([str(recipe)]) == 2
+    assert f"unknown flag --lamda_hakd (a key of {recipe}); did you mean --lambda_hakd?" in capsys.readouterr().err
