@@ -470,6 +470,7 @@ def _shown(value: Any) -> str:
 
 
 def main() -> None:
+    defaults = {name: parameter.default for name, parameter in inspect.signature(run_experiment).parameters.items()}
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, argument_default=argparse.SUPPRESS
     )  # a flag left out takes run_experiment's default
@@ -514,9 +515,7 @@ def main() -> None:
         "batch_size",
         "student_output_stride",
     ):
-        parser.add_argument(
-            f"--{name}", type=int, help=f"Default: {inspect.signature(run_experiment).parameters[name].default}."
-        )
+        parser.add_argument(f"--{name}", type=int, help=f"Default: {defaults[name]}.")
     parser.add_argument(
         "--report_only",
         action="store_true",
@@ -531,7 +530,7 @@ def main() -> None:
     if args.pop("ablations"):
         args.setdefault("arms", list(ARMS))
     if args.pop("report_only"):
-        out = Path(args.get("output_dir", inspect.signature(run_experiment).parameters["output_dir"].default))
+        out = Path(args.get("output_dir", defaults["output_dir"]))
         print(write_report(json.loads((out / "results.json").read_text()), out))
         return
     run_experiment(**args)

@@ -37,12 +37,14 @@ def parse_args(argv: list[str] | None = None, dataclass_types: tuple[type, ...] 
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) == 1 and Path(argv[0]).suffix in (".yaml", ".yml", ".json"):
         path = Path(argv[0])
-        if path.is_file():  # a missing file is the parser's own error
+        if path.is_file():  # read once: its keys are checked, then parsed (a missing file is the parser's error)
             text = path.read_text(encoding="utf-8")
             values = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-            known = {field.name for cls in dataclass_types for field in dataclasses.fields(cls) if field.init}
-            if isinstance(values, dict) and (unknown := [key for key in values if key not in known]):
-                raise unknown_flag_error(f"--{unknown[0]}", parser, f" (a key of {path})")
+            if isinstance(values, dict):
+                known = {field.name for cls in dataclass_types for field in dataclasses.fields(cls) if field.init}
+                if unknown := [key for key in values if key not in known]:
+                    raise unknown_flag_error(f"--{unknown[0]}", parser, f" (a key of {path})")
+                return parser.parse_dict(values)
         if path.suffix == ".json":
             return parser.parse_json_file(path)
         return parser.parse_yaml_file(path)
