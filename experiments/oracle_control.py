@@ -1,8 +1,9 @@
 #!/usr/bin/env python
 """The positive control of distillation's wiring: teachers that know exactly the labels, or nothing.
 
-    python experiments/oracle_control.py [--arms oracle noise none] [--steps 40] [--image_size 32]
-                                         [--distill_method heteroakd] [--set NAME=VALUE ...]
+    python experiments/oracle_control.py [--arms oracle noise none] [--steps 200] [--image_size 32]
+                                         [--labelled_every 64] [--distill_method heteroakd]
+                                         [--set NAME=VALUE ...]
 
 An *oracle* teacher reads its outputs off the batch's labels: confident one-hot logits (8 for the labelled
 class, 0 elsewhere), and last-stage features that are a fixed random embedding of the one-hot labels. A
@@ -11,6 +12,12 @@ trains a DeepLabV3-ResNet-18 student from the same weights on the same batches o
 (``--image_size`` pixels), with ``--distill_method`` and the ``--set`` config fields (``none``: no teacher),
 and prints its validation mIoU and the difference with the student alone. ``tests/test_positive_control.py``
 runs these arms.
+
+The student is told the labels of one training image in ``--labelled_every`` (by row index; the others
+are all ``ignore_index`` for it; 64, the default, leaves it one image of the 64), while the oracle knows
+every image's labels: an oracle of exactly the labels the student trains on knows nothing they do not
+say, so it cannot show that a teacher's knowledge reaches the student (``--labelled_every 1`` is that
+setting, in which the control checks knowledge mixing instead).
 """
 
 from __future__ import annotations
@@ -38,16 +45,34 @@ NUM_LABELS = len(CLASS_NAMES)
 ID2LABEL = dict(enumerate(CLASS_NAMES))
 
 
-class OracleTrainer(HeteroAKDTrainer):
-    """Teacher outputs read off the batch's labels: confident one-hot logits, and last-stage features
+class SparseLabelTrainer(HeteroAKDTrainer):
+    """The student is told the labels of the training images whose row index is a multiple of
+    ``labelled_every``; the batch keeps all of them as ``dense_labels`` for an oracle teacher."""
+
+    labelled_every = 1
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if model.training and self.labelled_every > 1:
+            labels = inputs["labels"]
+            told = torch.tensor([i % self.labelled_every == 0 for i in inputs["index"]], device=labels.device)
+            hidden = torch.full_like(labels, self.args.ignore_index)
+            inputs = {**inputs, "dense_labels": labels, "labels": torch.where(told[:, None, None], labels, hidden)}
+        return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+
+
+class OracleTrainer(SparseLabelTrainer):
+    """Teacher outputs read off every image's labels: confident one-hot logits, and last-stage features
     that are a fixed random embedding of the one-hot labels (zero where ignored)."""
 
+    confidence = 8.0  # the labelled class's logit; the others are 0
+
     def teacher_outputs(self, inputs: dict[str, torch.Tensor]) -> TeacherOutputs:
-        onehot, _ = losses.one_hot_targets(inputs["labels"], NUM_LABELS, self.args.ignore_index)
+        labels = inputs.get("dense_labels", inputs["labels"])
+        onehot, _ = losses.one_hot_targets(labels, NUM_LABELS, self.args.ignore_index)
         generator = torch.Generator().manual_seed(0)
         embedding = torch.randn(NUM_LABELS, stage_channels(self.teacher)[-1], generator=generator)
         features = torch.einsum("nchw,cd->ndhw", onehot, embedding.to(onehot.device))
-        return TeacherOutputs(logits=8.0 * onehot, features=[features])
+        return TeacherOutputs(logits=self.confidence * onehot, features=[features])
 
 
 class NoiseTrainer(OracleTrainer):
@@ -59,7 +84,7 @@ class NoiseTrainer(OracleTrainer):
         return TeacherOutputs(logits=torch.zeros_like(oracle.logits), features=features)
 
 
-TEACHERS = {"oracle": OracleTrainer, "noise": NoiseTrainer, "none": HeteroAKDTrainer}
+TEACHERS = {"oracle": OracleTrainer, "noise": NoiseTrainer, "none": SparseLabelTrainer}
 
 
 def control_teacher() -> torch.nn.Module:
@@ -80,11 +105,13 @@ def train_arm(
     teacher: str,
     output_dir: Path,
     data: tuple[SegmentationDataset, SegmentationDataset],
-    steps: int = 40,
+    steps: int = 200,
+    labelled_every: int = 64,
     **options: Any,
 ) -> HeteroAKDTrainer:
-    """Trains the student of one arm: ``teacher`` is oracle, noise or none (no teacher, task loss only);
-    ``options`` are config fields (``distill_method`` defaults to heteroakd)."""
+    """Trains the student of one arm: ``teacher`` is oracle, noise or none (no teacher, task loss only),
+    the student told the labels of one training image in ``labelled_every``; ``options`` are config fields
+    (``distill_method`` defaults to heteroakd)."""
     torch.manual_seed(0)
     method = {"distill_method": "none"} if teacher == "none" else {"distill_method": "heteroakd", **options}
     args = HeteroAKDConfig(
@@ -108,6 +135,7 @@ def train_arm(
         eval_dataset=data[1],
         data_collator=partial(collate_segmentation),
     )
+    trainer.labelled_every = labelled_every
     trainer.train()
     return trainer
 
@@ -115,19 +143,21 @@ def train_arm(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--arms", nargs="+", choices=list(TEACHERS), default=list(TEACHERS))
-    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--image_size", type=int, default=32)
+    parser.add_argument("--labelled_every", type=int, default=64)
     parser.add_argument("--distill_method", default="heteroakd")
     parser.add_argument("--set", dest="options", nargs="+", type=parse_option, default=[], metavar="NAME=VALUE")
     args = parser.parse_args()
     options = {"distill_method": args.distill_method, **dict(args.options)}
     with tempfile.TemporaryDirectory() as root:
         data = control_data(Path(root) / "data", args.image_size)
-        miou = {
-            arm: train_arm(arm, Path(root) / arm, data, args.steps, **options).evaluate()["eval_mean_iou"]
+        trainers = {
+            arm: train_arm(arm, Path(root) / arm, data, args.steps, args.labelled_every, **options)
             for arm in args.arms
         }
-    print(f"{options} steps={args.steps} image_size={args.image_size}")
+        miou = {arm: trainer.evaluate()["eval_mean_iou"] for arm, trainer in trainers.items()}
+    print(f"{options} steps={args.steps} image_size={args.image_size} labelled_every={args.labelled_every}")
     for arm, value in miou.items():
         versus = f" ({value - miou['none']:+.4f} vs none)" if "none" in miou and arm != "none" else ""
         print(f"{arm:>8}: validation mIoU {value:.4f}{versus}")
