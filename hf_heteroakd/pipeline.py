@@ -11,11 +11,11 @@ import datasets
 import transformers
 from transformers import PreTrainedModel, SegformerImageProcessor, TrainerCallback, set_seed
 
-from .argument_checks import check_run_arguments
-from .arguments import DataArguments, ModelArguments
-from .card import write_model_card
-from .config import HeteroAKDConfig
-from .data import (
+from .core.errors import HeteroAKDError
+from .core.labels import id2label_of
+from .data.normalization import Normalization, model_normalization, renormalizer
+from .data.presets import load_data
+from .data.samples import (
     PairTransform,
     SegmentationData,
     SegmentationDataset,
@@ -27,19 +27,19 @@ from .data import (
     first_rows,
     train_transforms,
 )
-from .errors import HeteroAKDError
-from .hub import push_student
-from .labels import id2label_of
-from .methods import method_class
-from .normalization import Normalization, model_normalization, renormalizer
-from .prediction_panels import PredictionPanelsCallback
-from .preflight import preflight
-from .presets import load_data
-from .run_summary import run_summary
-from .students import build_student, checkpoint_id2label
-from .teachers import DTYPES, load_teacher, resolve_teacher
-from .trainer import HeteroAKDTrainer
-from .visualize import palette_for
+from .evaluation.visualize import palette_for
+from .methods.registry import method_class
+from .networks.students import build_student, checkpoint_id2label
+from .networks.teachers import DTYPES, load_teacher, resolve_teacher
+from .reporting.card import write_model_card
+from .reporting.prediction_panels import PredictionPanelsCallback
+from .reporting.run_summary import run_summary
+from .training.argument_checks import check_run_arguments
+from .training.arguments import DataArguments, ModelArguments
+from .training.config import HeteroAKDConfig
+from .training.hub import push_student
+from .training.preflight import preflight
+from .training.trainer import HeteroAKDTrainer
 
 logger = logging.getLogger(__name__)
 

@@ -17,12 +17,12 @@ from huggingface_hub.hf_api import RepoUrl
 from huggingface_hub.repocard import metadata_load
 from huggingface_hub.utils import filter_repo_objects
 
-from hf_heteroakd.card import main as card_main
 from hf_heteroakd.cli import main as cli_main
-from hf_heteroakd.config import HeteroAKDConfig
-from hf_heteroakd.errors import HeteroAKDError
-from hf_heteroakd.hub import push_student
+from hf_heteroakd.core.errors import HeteroAKDError
 from hf_heteroakd.pipeline import DataArguments, ModelArguments, run_distillation
+from hf_heteroakd.reporting.card import main as card_main
+from hf_heteroakd.training.config import HeteroAKDConfig
+from hf_heteroakd.training.hub import push_student
 
 from .conftest import ID2LABEL
 
@@ -168,7 +168,7 @@ def test_card_of_a_finished_run_states_its_results_runs_its_snippet_and_regenera
     written = readme.read_bytes()
     readme.unlink()
     regenerated = subprocess.run(
-        [sys.executable, "-m", "hf_heteroakd.card", str(finished_run)],
+        [sys.executable, "-m", "hf_heteroakd.reporting.card", str(finished_run)],
         env=env,
         capture_output=True,
         text=True,
