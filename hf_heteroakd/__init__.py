@@ -10,6 +10,7 @@ from .core import losses
 from .core.errors import HeteroAKDError
 from .core.losses import channel_wise_kd_loss, heteroakd_loss, pixel_kd_loss, task_loss
 from .core.metrics import MeanIoU
+from .core.version import __version__ as __version__
 from .models import TimmSegmentationConfig, TimmSegmentationForSemanticSegmentation
 from .networks.students import build_student
 from .networks.teachers import load_teacher
@@ -21,7 +22,6 @@ AutoModelForSemanticSegmentation.register(
     TimmSegmentationConfig, TimmSegmentationForSemanticSegmentation, exist_ok=True
 )
 
-__version__ = "0.1.0"
 __all__ = [
     "HeteroAKDConfig",
     "HeteroAKDError",

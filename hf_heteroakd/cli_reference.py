@@ -20,8 +20,8 @@ from transformers import TrainingArguments
 
 from .evaluation.evaluate_model import EvaluationArguments
 from .evaluation.predict import PredictArguments
-from .pipeline import DataArguments, ModelArguments
 from .training.argument_checks import bound_of
+from .training.arguments import DataArguments, ModelArguments
 from .training.config import HeteroAKDConfig
 
 REPO = Path(__file__).resolve().parents[1]

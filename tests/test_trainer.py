@@ -15,7 +15,7 @@ import hf_heteroakd  # noqa: F401  (registers the student classes with the Auto*
 from hf_heteroakd import HeteroAKDConfig, HeteroAKDError, HeteroAKDTrainer, build_student, losses
 from hf_heteroakd.data import SegmentationDataset, collate_segmentation, load_segmentation_data, train_transforms
 from hf_heteroakd.data.normalization import Renormalize, renormalizer
-from hf_heteroakd.pipeline import resolve_id2label
+from hf_heteroakd.training.run_data import resolve_id2label
 from hf_heteroakd.training.trainer import PROJECTORS_NAME
 
 from .conftest import ID2LABEL, NUM_LABELS, tiny_segformer, tiny_upernet_convnext

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hf_heteroakd.core.errors import HeteroAKDError
+from hf_heteroakd.data.loading import LabelTransform, SegmentationData, load_segmentation_data
+from hf_heteroakd.data.loading import reduce_labels as _reduce_labels  # the name is load_data's flag
 from hf_heteroakd.data.preset_classes import ADE20K_CLASSES, CITYSCAPES_CLASSES, VOC_CLASSES, cityscapes_to_train_ids
-from hf_heteroakd.data.samples import LabelTransform, SegmentationData, load_segmentation_data
-from hf_heteroakd.data.samples import reduce_labels as _reduce_labels  # the name is load_data's flag
 
 __all__ = [
     "ADE20K_CLASSES",

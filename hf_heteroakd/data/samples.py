@@ -3,7 +3,7 @@ transformed inside the DataLoader workers, and collated into batches.
 
 ``SegmentationDataset`` (map-style) and ``StreamingSegmentationDataset`` (a ``datasets`` stream) share
 the per-sample logic. Loading lives in :mod:`hf_heteroakd.data.loading`, the paired transforms in
-:mod:`hf_heteroakd.data.transforms`; both are re-exported here.
+:mod:`hf_heteroakd.data.transforms`; :mod:`hf_heteroakd.data` re-exports the three.
 """
 
 from __future__ import annotations
@@ -20,56 +20,12 @@ import PIL.Image
 import torch
 import torch.nn.functional as nnf
 from datasets.distributed import split_dataset_by_node
-from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
 from hf_heteroakd.core.errors import HeteroAKDError
 from hf_heteroakd.core.labels import IGNORE_INDEX
-from hf_heteroakd.data.loading import (
-    IMAGE_COLUMN_CANDIDATES,
-    LABEL_COLUMN_CANDIDATES,
-    LabelTransform,
-    SegmentationData,
-    Split,
-    load_id2label,
-    load_segmentation_data,
-    reduce_labels,
-)
+from hf_heteroakd.data.loading import LabelTransform, Split
 from hf_heteroakd.data.seeding import PerSampleSeed, sample_rng
-from hf_heteroakd.data.transforms import (
-    PHOTOMETRIC_DISTORTION,
-    PairTransform,
-    RandomScale,
-    SegmentationTransform,
-    eval_transforms,
-    train_transforms,
-)
-
-__all__ = [
-    "IGNORE_INDEX",
-    "IMAGENET_DEFAULT_MEAN",
-    "IMAGENET_DEFAULT_STD",
-    "IMAGE_COLUMN_CANDIDATES",
-    "LABEL_COLUMN_CANDIDATES",
-    "PHOTOMETRIC_DISTORTION",
-    "LabelTransform",
-    "PairTransform",
-    "RandomScale",
-    "SegmentationData",
-    "SegmentationDataset",
-    "SegmentationTransform",
-    "Split",
-    "StreamingSegmentationDataset",
-    "check_label_range",
-    "collate_segmentation",
-    "eval_transforms",
-    "first_image_size",
-    "first_rows",
-    "load_id2label",
-    "load_segmentation_data",
-    "reduce_labels",
-    "same_size_groups",
-    "train_transforms",
-]
+from hf_heteroakd.data.transforms import PairTransform
 
 logger = logging.getLogger(__name__)
 

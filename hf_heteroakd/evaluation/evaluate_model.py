@@ -19,22 +19,24 @@ import torch
 import transformers
 from transformers import AutoImageProcessor, AutoModelForSemanticSegmentation
 
-from .. import __version__
 from ..core.errors import HeteroAKDError
 from ..core.metrics import MeanIoU
+from ..core.version import __version__
+from ..data.loading import load_segmentation_data
 from ..data.normalization import model_normalization
-from ..data.samples import collate_segmentation, eval_transforms, load_segmentation_data
+from ..data.samples import collate_segmentation
+from ..data.transforms import eval_transforms
 from ..networks.teachers import (
     allow_pickle_weights_field,
     load_segmentation_model,
     trust_remote_code_field,
     weights_policy,
 )
-from ..pipeline import build_split, load_data_args, resolve_id2label
-from ..reporting.card import HEADLINE, per_class_rows
 from ..training.arguments import DataArguments
 from ..training.config import HeteroAKDConfig
+from ..training.run_data import build_split, load_data_args, resolve_id2label
 from ..training.trainer import HeteroAKDTrainer
+from .tables import per_class_table
 
 RESULT_NAME = "mean_iou.json"
 TABLE_NAME = "per_class_iou.md"
@@ -116,15 +118,6 @@ def save_mean_iou(path: str | Path, result: dict[str, Any], **params: Any) -> Pa
     values = {key: value.tolist() if isinstance(value, np.ndarray) else value for key, value in result.items()}
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     return Path(evaluate.save(str(path), **values, **params, hf_heteroakd_version=__version__))
-
-
-def per_class_table(metrics: dict[str, float], id2label: dict[int, str]) -> str:
-    """Markdown: the headline metrics, then IoU and accuracy of each class (n/a: in no reference or prediction)."""
-    lines = ["| metric | value |", "|---|---|"]
-    lines += [f"| {label} | {metrics[f'eval_{key}']:.4f} |" for key, label in HEADLINE.items()]
-    lines += ["", "| class | IoU | accuracy |", "|---|---|---|"]
-    lines += [f"| {name} | {iou} | {accuracy} |" for name, iou, accuracy in per_class_rows(metrics, id2label)]
-    return "\n".join(lines) + "\n"
 
 
 @torch.no_grad()

@@ -30,7 +30,8 @@ from ..core.labels import id2label_of
 from ..data.normalization import model_normalization
 from ..data.presets import PRESETS, preset_with_classes
 from ..networks.teachers import allow_pickle_weights_field, load_segmentation_model, trust_remote_code_field
-from ..training.argument_checks import COUNT, Bound, check_fields, eval_window
+from ..training.argument_checks import Bound, check_fields, eval_window
+from ..training.arguments import eval_crop_size_field, eval_flip_field, eval_stride_field
 from .visualize import color_mask, overlay, palette_for, prediction_panel
 
 
@@ -51,15 +52,9 @@ class PredictArguments:
             "image | teacher | student."
         },
     )
-    eval_crop_size: list[int] | None = field(
-        default=None,
-        metadata={"bound": COUNT, "help": "Predict in sliding windows of this size (H W); unset: whole images."},
-    )
-    eval_stride: list[int] | None = field(
-        default=None,
-        metadata={"bound": COUNT, "help": "Stride of the sliding windows (H W); default 2/3 of --eval_crop_size."},
-    )
-    eval_flip: bool = field(default=False, metadata={"help": "Average predictions with horizontally flipped images."})
+    eval_crop_size: list[int] | None = eval_crop_size_field()
+    eval_stride: list[int] | None = eval_stride_field()
+    eval_flip: bool = eval_flip_field()
     palette: str | None = field(
         default=None,
         metadata={

@@ -4,11 +4,11 @@
 needs (docs/extending.md).
 """
 
+from .outputs import DistillationOutput, TeacherOutputs
 from .registry import (
     METHODS,
     ChannelWiseKD,
     DistillationMethod,
-    DistillationOutput,
     HeteroAKD,
     LossTerms,
     NoDistillation,
@@ -27,6 +27,7 @@ __all__ = [
     "LossTerms",
     "NoDistillation",
     "PixelKD",
+    "TeacherOutputs",
     "hakd_grid",
     "method_class",
     "register_method",

@@ -19,35 +19,17 @@ run's method.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 import torch
 from torch import nn
-from transformers import PreTrainedModel
-from transformers.utils import ModelOutput
+from transformers import PreTrainedModel, TrainingArguments
 
 from ..core import losses
 from ..core.errors import HeteroAKDError
 from ..core.features import stage_channels
 from ..core.projectors import HeteroAKDProjectors
-
-if TYPE_CHECKING:
-    from ..training.config import HeteroAKDConfig
-    from ..training.teacher_cache import TeacherOutputs
-
-
-@dataclass
-class DistillationOutput(ModelOutput):
-    """What the trainable module returns for a batch, and what a method's terms are computed from."""
-
-    logits: torch.Tensor | None = None
-    """The student's (N, C, h, w) logits."""
-    student_projected: list[torch.Tensor] | None = None
-    """Z^S of each distilled stage, (N, C, h_k, w_k)."""
-    teacher_projected: list[torch.Tensor] | None = None
-    """Z^T of each distilled stage, (N, C, h'_k, w'_k)."""
-    student_features: list[torch.Tensor] | None = None
-    """The student's distilled backbone stages, (N, C_k, h_k, w_k), where L_hakd's gradient is diagnosed."""
+from .outputs import DistillationOutput, TeacherOutputs
 
 
 @dataclass
@@ -67,8 +49,8 @@ class DistillationMethod:
     uses_stage_features: ClassVar[bool] = False  # the teacher's and the student's backbone stage maps
     tags: ClassVar[tuple[str, ...]] = ("knowledge-distillation",)  # model-card tags beside semantic-segmentation
 
-    def __init__(self, args: HeteroAKDConfig) -> None:
-        self.args = args
+    def __init__(self, args: TrainingArguments) -> None:
+        self.args = args  # the run's HeteroAKDConfig: TrainingArguments plus the methods' fields
         # Set by the trainer on the steps it logs: diagnostics that cost a backward pass are computed only then.
         self.diagnose_gradients = False
 

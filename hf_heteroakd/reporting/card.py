@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 from pathlib import Path
@@ -23,8 +22,8 @@ from typing import Any
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from ..core.errors import HeteroAKDError
-from .card_figures import FIGURES, per_class_iou, write_figures
-from .run_summary import HEADLINE, headline
+from ..evaluation.tables import HEADLINE, headline, per_class_iou, per_class_rows, score_cell, table_cell
+from .card_figures import FIGURES, write_figures
 
 TEMPLATE_NAME = "student_card.md"
 RUN_SUMMARY_NAME = "heteroakd_run.json"
@@ -96,28 +95,11 @@ def read_results(path: str) -> dict[str, float]:
     return found
 
 
-def _fmt(value: float | None) -> str:
-    return "—" if value is None else "n/a" if math.isnan(value) else f"{value:.4f}"
-
-
-def per_class_rows(results: dict[str, float], id2label: dict[int | str, str]) -> list[tuple[str, str, str]]:
-    """(class, IoU, accuracy) cells, in class order, of the classes ``results`` (``eval_iou_<name>`` …) holds."""
-    return [
-        (_cell(name), _fmt(results.get(f"eval_iou_{name}")), _fmt(results.get(f"eval_accuracy_{name}")))
-        for _, name in sorted(id2label.items(), key=lambda item: int(item[0]))
-        if f"eval_iou_{name}" in results
-    ]
-
-
 def _duration(seconds: float) -> str:
     if seconds < 120:
         return f"{seconds:.1f} s"
     minutes = round(seconds / 60)
     return f"{minutes} min" if minutes < 60 else f"{minutes // 60} h {minutes % 60:02d} min"
-
-
-def _cell(text: Any) -> str:
-    return str(text).replace("|", "\\|")
 
 
 def _named(summary: dict[str, Any] | None, kind: str) -> str:
@@ -141,7 +123,7 @@ def _method_rows(distill: dict[str, Any], setting_help: dict[str, str]) -> list[
         return "unset" if value is None else str(value)
 
     return [
-        (f"{_cell(setting_help.get(name, name))} (`{name}`)", _cell(shown(value)))
+        (f"{table_cell(setting_help.get(name, name))} (`{name}`)", table_cell(shown(value)))
         for name, value in distill.items()
         if name != "method"
     ]
@@ -277,7 +259,7 @@ def render_card(output_dir: str) -> ModelCard:
         method_rows=_method_rows(distill, run.get("setting_help", {})),
         training_rows=_training_rows(run, state, results),
         headline=list(HEADLINE.values()),
-        comparison=[(who, arch, [_fmt(values.get(name)) for name in HEADLINE]) for who, arch, values in comparison],
+        comparison=[(who, arch, [score_cell(values.get(n)) for n in HEADLINE]) for who, arch, values in comparison],
         per_class=per_class,
         figures=[(caption, name) for name, caption in FIGURES.items() if (folder / name).is_file()],
         repo=run["hub_model_id"] or str(folder.resolve()),

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
+from ..evaluation.tables import per_class_iou
 from .prediction_panels import PANELS_NAME, PREDICTIONS_DIR
 
 # File name -> caption, in the card's order.
@@ -45,11 +46,6 @@ def write_figures(folder: str | Path, teacher_per_class: dict[str, float] | None
             per_class_iou(json.loads(results.read_text())), teacher_per_class, folder / "per_class_iou.png"
         )
     return [name for name in FIGURES if (folder / name).is_file()]
-
-
-def per_class_iou(results: dict[str, Any]) -> dict[str, float]:
-    """``{class name: IoU}`` of a run's flat eval results (``eval_iou_<name>``)."""
-    return {key[len("eval_iou_") :]: value for key, value in results.items() if key.startswith("eval_iou_")}
 
 
 def training_curves(log_history: list[dict[str, Any]], path: Path) -> None:

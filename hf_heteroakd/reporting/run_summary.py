@@ -10,9 +10,9 @@ from typing import Any
 import torch
 from transformers import PreTrainedModel
 
+from ..evaluation.tables import headline
 from ..methods.registry import method_class
 
-HEADLINE = {"mean_iou": "Mean IoU", "mean_accuracy": "Mean accuracy", "overall_accuracy": "Overall accuracy"}
 HEADS = {"deeplabv3": "DeepLabV3", "pspnet": "PSPNet"}
 
 
@@ -52,16 +52,6 @@ def _model_summary(model: PreTrainedModel, name: str | None) -> dict[str, Any]:
         "parameters": model.num_parameters(),
         "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
     }
-
-
-def headline(results: dict[str, float] | None) -> dict[str, float] | None:
-    """The three headline metrics of ``results`` (keys with or without the ``eval_`` prefix)."""
-    found = {}
-    for name in HEADLINE:
-        value = (results or {}).get(f"eval_{name}", (results or {}).get(name))
-        if value is not None:
-            found[name] = float(value)
-    return found or None
 
 
 def run_summary(

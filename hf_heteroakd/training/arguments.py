@@ -1,15 +1,37 @@
 """The flags of a run's models and data: ``ModelArguments`` and ``DataArguments`` (``--help`` lists them;
-``HeteroAKDConfig`` holds the training and distillation flags)."""
+``HeteroAKDConfig`` holds the training and distillation flags), and the sliding-window flags that evaluation
+and prediction share."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from ..core.errors import HeteroAKDError
 from ..data.presets import PRESETS, DatasetSource, resolve_dataset
 from ..networks.teachers import allow_pickle_weights_field, trust_remote_code_field
 from .argument_checks import COUNT, NON_NEGATIVE, POSITIVE, Bound, check_fields, check_length
+
+# The sliding-window flags of evaluation (HeteroAKDConfig) and prediction (PredictArguments), defined once;
+# each dataclass checks them with argument_checks.eval_window.
+
+
+def eval_crop_size_field() -> Any:
+    return field(
+        default=None,
+        metadata={"bound": COUNT, "help": "Predict in sliding windows of this size (H W); unset: whole images."},
+    )
+
+
+def eval_stride_field() -> Any:
+    return field(
+        default=None,
+        metadata={"bound": COUNT, "help": "Stride of the sliding windows (H W); default 2/3 of --eval_crop_size."},
+    )
+
+
+def eval_flip_field() -> Any:
+    return field(default=False, metadata={"help": "Average predictions with horizontally flipped images."})
 
 
 @dataclass

@@ -11,6 +11,7 @@ from ..core.errors import HeteroAKDError
 from ..core.labels import IGNORE_INDEX
 from ..methods.registry import method_class
 from .argument_checks import COUNT, NON_NEGATIVE, POSITIVE, check_fields, eval_window
+from .arguments import eval_crop_size_field, eval_flip_field, eval_stride_field
 
 
 @dataclass
@@ -163,15 +164,9 @@ class HeteroAKDConfig(TrainingArguments):
         default=IGNORE_INDEX,
         metadata={"bound": NON_NEGATIVE, "help": "Label value ignored by the losses and the metric."},
     )
-    eval_crop_size: list[int] | None = field(
-        default=None,
-        metadata={"bound": COUNT, "help": "Evaluate with sliding windows of this size (H W); unset: whole images."},
-    )
-    eval_stride: list[int] | None = field(
-        default=None,
-        metadata={"bound": COUNT, "help": "Stride of the sliding windows (H W); default 2/3 of --eval_crop_size."},
-    )
-    eval_flip: bool = field(default=False, metadata={"help": "Average predictions with horizontally flipped images."})
+    eval_crop_size: list[int] | None = eval_crop_size_field()
+    eval_stride: list[int] | None = eval_stride_field()
+    eval_flip: bool = eval_flip_field()
     num_visualized_images: int = field(
         default=4,
         metadata={

@@ -1,14 +1,16 @@
 """Publishing a distilled student: one upload of the student's own files and its card to a Hub model repo.
 
 Only what a user of the student needs goes up: weights, ``config.json``, ``preprocessor_config.json``,
-the modeling code of custom students (for ``trust_remote_code``) and ``README.md``. Projectors,
-checkpoints, optimizer state, ``training_args.bin`` and result files stay local.
+the modeling code of custom students (for ``trust_remote_code``), ``README.md`` and the images it shows
+(the card's figures). Projectors, checkpoints, optimizer state, ``training_args.bin`` and result files
+stay local.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import shlex
 from pathlib import Path
 
@@ -16,7 +18,6 @@ from huggingface_hub import HfApi, constants, get_token
 from huggingface_hub.utils import filter_repo_objects
 
 from ..core.errors import HeteroAKDError
-from ..reporting.card_figures import FIGURES
 
 logger = logging.getLogger(__name__)
 
@@ -29,8 +30,9 @@ STUDENT_FILE_PATTERNS = (
     "preprocessor_config.json",
     "*.py",  # save_pretrained copies a custom student's modeling code here (auto_map)
     "README.md",
-    *FIGURES,  # the card's figures
 )
+# An image in Markdown, ``![caption](name)``: the card's figures are the files beside it that it shows.
+IMAGE_LINK = re.compile(r"!\[[^\]]*\]\(\s*<?([^)\s>]+)>?")
 
 
 def check_credentials(token: str | None) -> None:
@@ -65,10 +67,20 @@ def resolve_repo_id(hub_model_id: str | None, output_dir: str, token: str | None
     return f"{user}/{name}"
 
 
+def card_images(output_dir: str) -> list[str]:
+    """The files of ``output_dir`` that its ``README.md`` shows as images (its figures), in the card's order."""
+    card = Path(output_dir) / "README.md"
+    if not card.is_file():
+        return []
+    linked = dict.fromkeys(IMAGE_LINK.findall(card.read_text(encoding="utf-8")))
+    return [name for name in linked if Path(name).name == name and (Path(output_dir) / name).is_file()]
+
+
 def student_files(output_dir: str) -> list[str]:
-    """The files of ``output_dir`` that a push uploads, sorted."""
+    """The files of ``output_dir`` that a push uploads, sorted: the student's own and its card with the images
+    the card shows."""
     names = sorted(path.name for path in Path(output_dir).iterdir() if path.is_file())
-    return list(filter_repo_objects(names, allow_patterns=list(STUDENT_FILE_PATTERNS)))
+    return sorted({*filter_repo_objects(names, allow_patterns=list(STUDENT_FILE_PATTERNS)), *card_images(output_dir)})
 
 
 def upload_command(

@@ -22,7 +22,6 @@ import hashlib
 import json
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,19 +36,12 @@ from tqdm.auto import tqdm
 from ..core.errors import HeteroAKDError
 from ..data.samples import SegmentationDataset, same_size_groups
 from ..data.seeding import PerSampleSeed
+from ..methods.outputs import TeacherOutputs
 from ..networks.teachers import DTYPES
 
 INFO_NAME = "cache_info.json"
 SHARD_SIZE = 256
 FORMAT = 1
-
-
-@dataclass
-class TeacherOutputs:
-    """What distillation takes from the teacher for a batch of B samples."""
-
-    logits: torch.Tensor  # (B, C, h, w), the teacher's output resolution
-    features: list[torch.Tensor] | None = None  # HeteroAKD: the distilled stages' maps, each (B, C_k, h_k, w_k)
 
 
 def cache_key(

@@ -19,7 +19,8 @@ from ..core.features import stage_features
 from ..core.metrics import MeanIoU
 from ..core.projectors import HeteroAKDProjectors
 from ..data.seeding import PerSampleSeed, SetEpochCallback
-from ..methods.registry import DistillationOutput, method_class
+from ..methods.outputs import DistillationOutput
+from ..methods.registry import method_class
 from .config import HeteroAKDConfig
 from .teacher_cache import TeacherLogitsCache
 from .trainer_evaluation import SegmentationEvaluationMixin

@@ -12,8 +12,9 @@ from ..core import losses
 from ..core.errors import HeteroAKDError
 from ..core.features import stage_features
 from ..core.projectors import fit_projectors
+from ..methods.outputs import TeacherOutputs
 from ..methods.registry import hakd_grid
-from .teacher_cache import TeacherLogitsCache, TeacherOutputs, cache_key
+from .teacher_cache import TeacherLogitsCache, cache_key
 
 logger = logging.getLogger(__name__)
 
