@@ -31,7 +31,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from hf_heteroakd import HeteroAKDConfig, build_student  # noqa: E402
 from hf_heteroakd.pipeline import DataArguments, ModelArguments, run_distillation  # noqa: E402
-from hf_heteroakd.prediction_panels import PredictionPanelsCallback  # noqa: E402
+from hf_heteroakd.reporting.prediction_panels import PredictionPanelsCallback  # noqa: E402
 
 NUM_LABELS = 19
 

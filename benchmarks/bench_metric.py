@@ -16,8 +16,8 @@ Rows, each fed the same int64 maps batch by batch (argmax output and collated la
   one does, then runs the per-image numpy reference of the tests (the definition the script implements);
 * the same module with the declaration of evaluate < 0.4.2, ``Sequence(Sequence(Value("uint16")))``;
 * the bare per-image numpy reference (``np.histogram`` per image), no storage;
-* with ``--baseline FILE``, the ``MeanIoU`` of another version of ``hf_heteroakd/metrics.py`` (e.g.
-  ``git show REV:hf_heteroakd/metrics.py > old.py``), to measure a change before and after in one run.
+* with ``--baseline FILE``, the ``MeanIoU`` of another version of ``hf_heteroakd/core/metrics.py`` (e.g.
+  ``git show REV:hf_heteroakd/core/metrics.py > old.py``), to measure a change before and after in one run.
 
 The last line is the headline: the speed ratios against the evaluate path and against the bare numpy loop.
 """
@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from hf_heteroakd.metrics import MeanIoU  # noqa: E402
+from hf_heteroakd.core.metrics import MeanIoU  # noqa: E402
 from tests.test_metrics import reference_mean_iou  # noqa: E402
 
 KEYS = ("mean_iou", "mean_accuracy", "overall_accuracy", "per_category_iou", "per_category_accuracy")
@@ -118,7 +118,7 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=1024)
     parser.add_argument("--classes", type=int, default=19)
     parser.add_argument("--repeats", type=int, default=9)
-    parser.add_argument("--baseline", help="another version of hf_heteroakd/metrics.py, timed as one more row")
+    parser.add_argument("--baseline", help="another version of hf_heteroakd/core/metrics.py, timed as one more row")
     args = parser.parse_args()
 
     rng = np.random.default_rng(0)

@@ -32,7 +32,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from hf_heteroakd import HeteroAKDConfig, HeteroAKDTrainer, build_student  # noqa: E402
-from hf_heteroakd.students import MIT_SIZES  # noqa: E402
+from hf_heteroakd.networks.students import MIT_SIZES  # noqa: E402
 
 CLASSES = 19
 

@@ -3,7 +3,7 @@
 
     python experiments/cpu_heterogeneous.py [--quick] [--ablations] [--output_dir outputs/cpu_heterogeneous]
 
-1. writes the synthetic shapes dataset (``hf_heteroakd.synthetic``) with three splits: train,
+1. writes the synthetic shapes dataset (``hf_heteroakd.data.synthetic``) with three splits: train,
    validation (the development split, on which the settings were chosen) and test (held out: the
    table is measured on it and nothing was chosen by looking at it);
 2. trains a Segformer teacher (a Transformer whose last stage is finer than the student's) once,
@@ -37,11 +37,11 @@ from typing import Any
 
 from transformers import SegformerForSemanticSegmentation, SegformerImageProcessor
 
-from hf_heteroakd.config import HeteroAKDConfig
+from hf_heteroakd.data.synthetic import CLASS_NAMES, make_synthetic_dataset
 from hf_heteroakd.demo import tiny_segformer
-from hf_heteroakd.evaluation import evaluate_saved_student
+from hf_heteroakd.evaluation.evaluate_model import evaluate_saved_student
 from hf_heteroakd.pipeline import DataArguments, ModelArguments, run_distillation
-from hf_heteroakd.synthetic import CLASS_NAMES, make_synthetic_dataset
+from hf_heteroakd.training.config import HeteroAKDConfig
 
 logger = logging.getLogger(__name__)
 

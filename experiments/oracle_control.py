@@ -32,11 +32,11 @@ from typing import Any
 import torch
 
 from hf_heteroakd import HeteroAKDConfig, HeteroAKDTrainer, build_student, losses
+from hf_heteroakd.core.features import stage_channels
 from hf_heteroakd.data import SegmentationDataset, collate_segmentation, load_segmentation_data, train_transforms
+from hf_heteroakd.data.synthetic import CLASS_NAMES, make_synthetic_dataset
 from hf_heteroakd.demo import tiny_segformer
-from hf_heteroakd.features import stage_channels
-from hf_heteroakd.synthetic import CLASS_NAMES, make_synthetic_dataset
-from hf_heteroakd.teacher_cache import TeacherOutputs
+from hf_heteroakd.training.teacher_cache import TeacherOutputs
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cpu_heterogeneous import parse_option  # noqa: E402

@@ -6,21 +6,22 @@ Importing the package registers its student architectures with ``AutoConfig`` an
 
 from transformers import AutoConfig, AutoModelForSemanticSegmentation
 
-from .config import HeteroAKDConfig
-from .errors import HeteroAKDError
-from .losses import channel_wise_kd_loss, heteroakd_loss, pixel_kd_loss, task_loss
-from .metrics import MeanIoU
+from .core import losses
+from .core.errors import HeteroAKDError
+from .core.losses import channel_wise_kd_loss, heteroakd_loss, pixel_kd_loss, task_loss
+from .core.metrics import MeanIoU
+from .core.version import __version__ as __version__
 from .models import TimmSegmentationConfig, TimmSegmentationForSemanticSegmentation
-from .students import build_student
-from .teachers import load_teacher
-from .trainer import HeteroAKDTrainer
+from .networks.students import build_student
+from .networks.teachers import load_teacher
+from .training.config import HeteroAKDConfig
+from .training.trainer import HeteroAKDTrainer
 
 AutoConfig.register(TimmSegmentationConfig.model_type, TimmSegmentationConfig, exist_ok=True)
 AutoModelForSemanticSegmentation.register(
     TimmSegmentationConfig, TimmSegmentationForSemanticSegmentation, exist_ok=True
 )
 
-__version__ = "0.1.0"
 __all__ = [
     "HeteroAKDConfig",
     "HeteroAKDError",
@@ -32,6 +33,7 @@ __all__ = [
     "channel_wise_kd_loss",
     "heteroakd_loss",
     "load_teacher",
+    "losses",  # the module of the loss functions on tensors
     "pixel_kd_loss",
     "task_loss",
 ]

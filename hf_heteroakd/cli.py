@@ -13,13 +13,13 @@ from typing import Any
 
 import yaml
 
-from .argument_checks import ArgumentParser
-from .arguments import DataArguments, ModelArguments
-from .config import HeteroAKDConfig
-from .errors import HeteroAKDError
-from .evaluation import EvaluationArguments, run_evaluation
+from .core.errors import HeteroAKDError
+from .evaluation.evaluate_model import EvaluationArguments, run_evaluation
+from .evaluation.predict import PredictArguments, run_prediction
 from .pipeline import run_distillation
-from .predict import PredictArguments, run_prediction
+from .training.argument_checks import ArgumentParser
+from .training.arguments import DataArguments, ModelArguments
+from .training.config import HeteroAKDConfig
 
 # Flags that transformers removed, and what replaced them.
 REMOVED_FLAGS = {

@@ -18,11 +18,11 @@ from typing import Any, Literal
 
 from transformers import TrainingArguments
 
-from .argument_checks import bound_of
-from .config import HeteroAKDConfig
-from .evaluation import EvaluationArguments
-from .pipeline import DataArguments, ModelArguments
-from .predict import PredictArguments
+from .evaluation.evaluate_model import EvaluationArguments
+from .evaluation.predict import PredictArguments
+from .training.argument_checks import bound_of
+from .training.arguments import DataArguments, ModelArguments
+from .training.config import HeteroAKDConfig
 
 REPO = Path(__file__).resolve().parents[1]
 DOC_PATH = REPO / "docs" / "cli.md"

@@ -17,13 +17,13 @@ from typing import Any
 
 from transformers import SegformerConfig, SegformerForSemanticSegmentation, SegformerImageProcessor
 
-from .arguments import DataArguments, ModelArguments
-from .card import update_card
-from .card_figures import FIGURES
-from .config import HeteroAKDConfig
-from .evaluation import evaluate_saved_student
+from .data.synthetic import CLASS_NAMES, make_synthetic_dataset
+from .evaluation.evaluate_model import evaluate_saved_student
 from .pipeline import run_distillation
-from .synthetic import CLASS_NAMES, make_synthetic_dataset
+from .reporting.card import update_card
+from .reporting.card_figures import FIGURES
+from .training.arguments import DataArguments, ModelArguments
+from .training.config import HeteroAKDConfig
 
 
 def tiny_segformer(num_labels: int, **config: Any) -> SegformerForSemanticSegmentation:

@@ -7,124 +7,30 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-import datasets
 import transformers
 from transformers import PreTrainedModel, SegformerImageProcessor, TrainerCallback, set_seed
 
-from .argument_checks import check_run_arguments
-from .arguments import DataArguments, ModelArguments
-from .card import write_model_card
-from .config import HeteroAKDConfig
-from .data import (
-    PairTransform,
-    SegmentationData,
-    SegmentationDataset,
-    StreamingSegmentationDataset,
-    check_label_range,
-    collate_segmentation,
-    eval_transforms,
-    first_image_size,
-    first_rows,
-    train_transforms,
-)
-from .errors import HeteroAKDError
-from .hub import push_student
-from .labels import id2label_of
-from .methods import method_class
-from .normalization import Normalization, model_normalization, renormalizer
-from .prediction_panels import PredictionPanelsCallback
-from .preflight import preflight
-from .presets import load_data
-from .run_summary import run_summary
-from .students import build_student, checkpoint_id2label
-from .teachers import DTYPES, load_teacher, resolve_teacher
-from .trainer import HeteroAKDTrainer
-from .visualize import palette_for
+from .core.errors import HeteroAKDError
+from .data.loading import SegmentationData
+from .data.normalization import Normalization, model_normalization, renormalizer
+from .data.samples import SegmentationDataset, StreamingSegmentationDataset, collate_segmentation, first_image_size
+from .data.transforms import eval_transforms, train_transforms
+from .evaluation.visualize import palette_for
+from .methods.registry import method_class
+from .networks.students import build_student, checkpoint_id2label
+from .networks.teachers import DTYPES, load_teacher, resolve_teacher
+from .reporting.card import write_model_card
+from .reporting.prediction_panels import PredictionPanelsCallback
+from .reporting.run_summary import run_summary
+from .training.argument_checks import check_run_arguments
+from .training.arguments import DataArguments, ModelArguments
+from .training.config import HeteroAKDConfig
+from .training.hub import push_student
+from .training.preflight import preflight
+from .training.run_data import build_split, load_data_args, resolve_id2label
+from .training.trainer import HeteroAKDTrainer
 
 logger = logging.getLogger(__name__)
-
-
-def resolve_id2label(
-    dataset_labels: dict[int, str] | None, model: PreTrainedModel | None, role: str = "teacher"
-) -> dict[int, str]:
-    """The run's classes: the dataset's, which ``model``'s (the teacher's, or the evaluated model's) must
-    equal, order included; ``model``'s when the dataset names none."""
-    model_labels = id2label_of(model.config) if model is not None else None
-    if dataset_labels is None and model_labels is None:
-        raise HeteroAKDError(
-            f"the dataset has no id2label.json and there is no {role} to take the classes from; "
-            'add id2label.json ({"0": "road", ...}) to the dataset'
-        )
-    if dataset_labels is None:
-        return model_labels
-    if model_labels is not None and model_labels != dataset_labels:
-        diff = [
-            f"{i}: dataset {dataset_labels.get(i)!r} vs {role} {model_labels.get(i)!r}"
-            for i in sorted(set(dataset_labels) | set(model_labels))
-            if dataset_labels.get(i) != model_labels.get(i)
-        ]
-        fix = (
-            "pick a teacher fine-tuned on this dataset" if role == "teacher" else "evaluate on the dataset it predicts"
-        )
-        raise HeteroAKDError(
-            f"the {role}'s classes differ from the dataset's ("
-            + "; ".join(diff[:10])
-            + (f"; and {len(diff) - 10} more" if len(diff) > 10 else "")
-            + f"): {fix}"
-        )
-    return dataset_labels
-
-
-def build_split(
-    data: SegmentationData,
-    data_args: DataArguments,
-    name: str,
-    transform: PairTransform,
-    num_labels: int,
-    ignore_index: int,
-    max_samples: int | None,
-) -> SegmentationDataset | StreamingSegmentationDataset:
-    """The split ``name`` of ``data`` as a dataset of transformed samples, its labels checked first."""
-    if name not in data.splits:
-        raise HeteroAKDError(
-            f"the dataset has no split {name!r} (it has {sorted(data.splits)}); "
-            "choose one with --train_split / --eval_split"
-        )
-    split = data.splits[name]
-    if isinstance(split, datasets.Dataset) and len(split) == 0:
-        raise HeteroAKDError(
-            f"the split {name!r} of the dataset has no rows: add images to it, or choose another split"
-        )
-    if max_samples is not None:
-        split = first_rows(split, max_samples)
-    if not data_args.skip_bad_samples:
-        check_label_range(split, num_labels, ignore_index, name, data_args.label_check_samples, data.label_transform)
-    if data_args.streaming:
-        return StreamingSegmentationDataset(
-            split,
-            transform,
-            num_labels,
-            ignore_index,
-            name,
-            data.label_transform,
-            data_args.skip_bad_samples,
-            shuffle_buffer=data_args.streaming_shuffle_buffer,
-        )
-    return SegmentationDataset(
-        split, transform, num_labels, ignore_index, name, data.label_transform, data_args.skip_bad_samples
-    )
-
-
-def load_data_args(data_args: DataArguments) -> SegmentationData:
-    """The dataset ``data_args`` names (a preset, Hub id or folder), with its columns and mask conversion."""
-    return load_data(
-        data_args.source,
-        data_args.dataset_config_name,
-        data_args.image_column_name,
-        data_args.label_column_name,
-        data_args.reduce_labels,
-        streaming=data_args.streaming,
-    )
 
 
 def check_output_dir(training_args: HeteroAKDConfig) -> None:

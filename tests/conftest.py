@@ -25,7 +25,7 @@ from transformers import (
     UperNetForSemanticSegmentation,
 )
 
-from hf_heteroakd.synthetic import CLASS_NAMES, make_synthetic_dataset
+from hf_heteroakd.data.synthetic import CLASS_NAMES, make_synthetic_dataset
 
 
 def pytest_collection_modifyitems(config, items):

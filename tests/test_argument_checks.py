@@ -13,11 +13,11 @@ from hypothesis import strategies as st
 from transformers import TrainingArguments
 
 from hf_heteroakd import HeteroAKDConfig
-from hf_heteroakd.argument_checks import Bound, bound_of, check_fields
 from hf_heteroakd.cli import parse_args, run_command
-from hf_heteroakd.errors import HeteroAKDError
-from hf_heteroakd.evaluation import EvaluationArguments
+from hf_heteroakd.core.errors import HeteroAKDError
+from hf_heteroakd.evaluation.evaluate_model import EvaluationArguments
 from hf_heteroakd.pipeline import DataArguments, ModelArguments
+from hf_heteroakd.training.argument_checks import Bound, bound_of, check_fields
 
 BASE = {
     ModelArguments: ModelArguments(),

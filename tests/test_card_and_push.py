@@ -17,12 +17,12 @@ from huggingface_hub.hf_api import RepoUrl
 from huggingface_hub.repocard import metadata_load
 from huggingface_hub.utils import filter_repo_objects
 
-from hf_heteroakd.card import main as card_main
 from hf_heteroakd.cli import main as cli_main
-from hf_heteroakd.config import HeteroAKDConfig
-from hf_heteroakd.errors import HeteroAKDError
-from hf_heteroakd.hub import push_student
+from hf_heteroakd.core.errors import HeteroAKDError
 from hf_heteroakd.pipeline import DataArguments, ModelArguments, run_distillation
+from hf_heteroakd.reporting.card import main as card_main
+from hf_heteroakd.training.config import HeteroAKDConfig
+from hf_heteroakd.training.hub import push_student, student_files
 
 from .conftest import ID2LABEL
 
@@ -168,7 +168,7 @@ def test_card_of_a_finished_run_states_its_results_runs_its_snippet_and_regenera
     written = readme.read_bytes()
     readme.unlink()
     regenerated = subprocess.run(
-        [sys.executable, "-m", "hf_heteroakd.card", str(finished_run)],
+        [sys.executable, "-m", "hf_heteroakd.reporting.card", str(finished_run)],
         env=env,
         capture_output=True,
         text=True,
@@ -342,6 +342,20 @@ def test_push_student_refuses_a_folder_without_a_saved_student(tmp_path, monkeyp
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     with pytest.raises(HeteroAKDError, match="no saved student"):
         push_student(str(tmp_path), REPO_ID, token=SECRET)
+
+
+def test_a_push_takes_the_images_the_card_shows_and_no_other(tmp_path):
+    # The upload knows the card's figures only through the card: the images its README.md shows.
+    for name in (*STUDENT_FILES, "predictions.png", "unshown.png", "training_args.bin"):
+        (tmp_path / name).write_bytes(b"x")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "nested.png").write_bytes(b"x")
+    assert student_files(str(tmp_path)) == STUDENT_FILES  # no card: no images
+    (tmp_path / "README.md").write_text(
+        "![The panels](predictions.png)\n![missing](absent.png) ![nested](sub/nested.png) "
+        "![remote](https://example.com/a.png) [a link, not an image](unshown.png)\n"
+    )
+    assert student_files(str(tmp_path)) == sorted([*STUDENT_FILES, "README.md", "predictions.png"])
 
 
 def test_trainer_push_to_hub_goes_through_the_same_upload(tmp_path, monkeypatch):

@@ -9,8 +9,8 @@ import pytest
 from transformers import HfArgumentParser, TrainingArguments
 
 from hf_heteroakd import cli, cli_reference
-from hf_heteroakd.argument_checks import COUNT, ArgumentParser
 from hf_heteroakd.pipeline import DataArguments
+from hf_heteroakd.training.argument_checks import COUNT, ArgumentParser
 
 STALE = "docs/cli.md is out of date: run `python -m hf_heteroakd.cli_reference` and commit the result"
 

@@ -1,4 +1,4 @@
-"""Offline tests of hf_heteroakd.data and hf_heteroakd.synthetic."""
+"""Offline tests of hf_heteroakd.data and hf_heteroakd.data.synthetic."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ import torch.nn.functional as nnf
 from huggingface_hub.errors import EntryNotFoundError
 from PIL import Image
 
+from hf_heteroakd.core.errors import HeteroAKDError
 from hf_heteroakd.data import (
     IGNORE_INDEX,
     IMAGENET_DEFAULT_MEAN,
@@ -28,9 +29,8 @@ from hf_heteroakd.data import (
     load_segmentation_data,
     train_transforms,
 )
-from hf_heteroakd.errors import HeteroAKDError
-from hf_heteroakd.synthetic import CLASS_NAMES, make_synthetic_dataset
-from hf_heteroakd.synthetic import main as synthetic_main
+from hf_heteroakd.data.synthetic import CLASS_NAMES, make_synthetic_dataset
+from hf_heteroakd.data.synthetic import main as synthetic_main
 
 MEAN = torch.tensor(IMAGENET_DEFAULT_MEAN).view(3, 1, 1)
 STD = torch.tensor(IMAGENET_DEFAULT_STD).view(3, 1, 1)

@@ -9,9 +9,9 @@ import torch
 from transformers import AutoImageProcessor, AutoModelForSemanticSegmentation
 
 import hf_heteroakd  # noqa: F401  (registers the student classes)
-from hf_heteroakd.card_figures import FIGURES
 from hf_heteroakd.demo import run_demo
-from hf_heteroakd.evaluation import evaluate_saved_student
+from hf_heteroakd.evaluation.evaluate_model import evaluate_saved_student
+from hf_heteroakd.reporting.card_figures import FIGURES
 
 
 @pytest.mark.slow

@@ -15,7 +15,7 @@ from transformers import SegformerImageProcessor
 
 from hf_heteroakd import HeteroAKDConfig, HeteroAKDTrainer, build_student
 from hf_heteroakd.data import SegmentationDataset, collate_segmentation, load_segmentation_data, train_transforms
-from hf_heteroakd.evaluation import evaluate_saved_student
+from hf_heteroakd.evaluation.evaluate_model import evaluate_saved_student
 
 from .conftest import ID2LABEL, NUM_LABELS, tiny_segformer
 

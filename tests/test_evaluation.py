@@ -15,10 +15,10 @@ import torch
 
 from hf_heteroakd import HeteroAKDConfig, MeanIoU
 from hf_heteroakd.cli import evaluate_main, main
-from hf_heteroakd.evaluation import EvaluationArguments, run_evaluation
-from hf_heteroakd.metrics import EVALUATE_MODULE
+from hf_heteroakd.core.metrics import EVALUATE_MODULE
+from hf_heteroakd.data.synthetic import make_synthetic_dataset
+from hf_heteroakd.evaluation.evaluate_model import EvaluationArguments, run_evaluation
 from hf_heteroakd.pipeline import DataArguments, ModelArguments, run_distillation
-from hf_heteroakd.synthetic import make_synthetic_dataset
 
 from .conftest import NUM_LABELS
 from .test_distributed import launch
@@ -183,7 +183,7 @@ def test_evaluate_command_on_a_saved_student_writes_the_evaluate_result_and_a_ta
 def test_evaluate_command_on_a_teacher_matches_the_per_image_reference(
     tiny_segformer_dir, synthetic_dataset, tmp_path
 ):
-    from hf_heteroakd.evaluation import evaluate_saved_student
+    from hf_heteroakd.evaluation.evaluate_model import evaluate_saved_student
 
     out = tmp_path / "teacher"
     metrics = evaluate_model(tiny_segformer_dir, synthetic_dataset, out, per_device_eval_batch_size=3)

@@ -17,7 +17,7 @@ from transformers import (
 )
 
 from hf_heteroakd import HeteroAKDError, build_student
-from hf_heteroakd.features import stage_channels, stage_features, tokens_to_map
+from hf_heteroakd.core.features import stage_channels, stage_features, tokens_to_map
 
 from .conftest import ID2LABEL, NUM_LABELS, tiny_segformer, tiny_upernet_convnext
 

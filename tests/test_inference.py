@@ -7,7 +7,7 @@ import torch
 from torch import nn
 from transformers.modeling_outputs import SemanticSegmenterOutput
 
-from hf_heteroakd.inference import _starts, segmentation_logits
+from hf_heteroakd.core.inference import _starts, segmentation_logits
 
 
 class PixelwiseModel(nn.Module):

@@ -4,8 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hf_heteroakd import losses
-from hf_heteroakd.projectors import HeteroAKDProjectors
+from hf_heteroakd.core import losses
+from hf_heteroakd.core.projectors import HeteroAKDProjectors
 
 N, C, H, W = 2, 5, 8, 8
 

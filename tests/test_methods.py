@@ -10,12 +10,12 @@ import pytest
 import torch
 
 from hf_heteroakd import HeteroAKDConfig, HeteroAKDError
-from hf_heteroakd.argument_checks import NON_NEGATIVE
-from hf_heteroakd.losses import resize_logits
+from hf_heteroakd.core.losses import resize_logits
+from hf_heteroakd.data.presets import ADE20K_CLASSES
 from hf_heteroakd.methods import METHODS, DistillationMethod, LossTerms, method_class, register_method
+from hf_heteroakd.networks.teachers import resolve_teacher
 from hf_heteroakd.pipeline import DataArguments, ModelArguments, run_distillation
-from hf_heteroakd.presets import ADE20K_CLASSES
-from hf_heteroakd.teachers import resolve_teacher
+from hf_heteroakd.training.argument_checks import NON_NEGATIVE
 
 
 @dataclass

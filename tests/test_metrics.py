@@ -1,4 +1,4 @@
-"""Tests for hf_heteroakd.metrics: MeanIoU must equal evaluate's ``mean_iou`` definition."""
+"""Tests for hf_heteroakd.core.metrics: MeanIoU must equal evaluate's ``mean_iou`` definition."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from hf_heteroakd.metrics import MeanIoU, MeanIoUForTrainer
+from hf_heteroakd.core.metrics import MeanIoU, MeanIoUForTrainer
 
 
 # --------------------------------------------------------------------------- reference
@@ -376,7 +376,7 @@ def test_cuda_inputs():
 def test_clamping_equals_numpy_clip_on_every_integer_type(dtype, bounds):
     # update() narrows each map to the type its pairs are built in, after a range check on the CPU: values that
     # span each input type, bounds it may not hold (-1 in uint8, 257 in int8), values beyond int16.
-    from hf_heteroakd.metrics import _clamped_as
+    from hf_heteroakd.core.metrics import _clamped_as
 
     low, high = bounds
     if dtype == torch.bool:

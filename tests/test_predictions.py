@@ -14,11 +14,11 @@ from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import IMAGES, EventAccumulator
 from transformers import AutoImageProcessor, AutoModelForSemanticSegmentation
 
-from hf_heteroakd.card import update_card
-from hf_heteroakd.card_figures import FIGURES
 from hf_heteroakd.cli import predict_main
-from hf_heteroakd.prediction_panels import MIN_COLUMN_WIDTH
-from hf_heteroakd.visualize import SEPARATOR, TITLE_HEIGHT, palette_for
+from hf_heteroakd.evaluation.visualize import SEPARATOR, TITLE_HEIGHT, palette_for
+from hf_heteroakd.reporting.card import update_card
+from hf_heteroakd.reporting.card_figures import FIGURES
+from hf_heteroakd.reporting.prediction_panels import MIN_COLUMN_WIDTH
 
 from .conftest import ID2LABEL
 from .test_card_and_push import REPO_ID, FakeHub, run_tiny

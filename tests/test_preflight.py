@@ -7,7 +7,7 @@ import torch
 from hf_heteroakd import HeteroAKDConfig, HeteroAKDTrainer, build_student
 from hf_heteroakd.cli import main
 from hf_heteroakd.data import SegmentationDataset, collate_segmentation, eval_transforms, load_segmentation_data
-from hf_heteroakd.preflight import preflight
+from hf_heteroakd.training.preflight import preflight
 
 from .conftest import ID2LABEL, NUM_LABELS, tiny_segformer
 

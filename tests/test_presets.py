@@ -1,4 +1,4 @@
-"""Offline tests of the dataset presets (hf_heteroakd.presets) and of per-sample label conversion.
+"""Offline tests of the dataset presets (hf_heteroakd.data.presets) and of per-sample label conversion.
 
 Each preset is loaded from a tiny local copy written in its Hub repository's layout, with the
 repository's column names, feature types and raw mask values; only the repo id is replaced.
@@ -18,6 +18,7 @@ import pytest
 import torch
 from PIL import Image
 
+from hf_heteroakd.core.errors import HeteroAKDError
 from hf_heteroakd.data import (
     SegmentationData,
     SegmentationDataset,
@@ -26,9 +27,8 @@ from hf_heteroakd.data import (
     reduce_labels,
     train_transforms,
 )
-from hf_heteroakd.errors import HeteroAKDError
+from hf_heteroakd.data.presets import PRESETS, cityscapes_to_train_ids, find_preset, load_data, load_preset
 from hf_heteroakd.pipeline import DataArguments
-from hf_heteroakd.presets import PRESETS, cityscapes_to_train_ids, find_preset, load_data, load_preset
 
 from .conftest import HEIGHT, WIDTH, raw_masks, rgb, write_split
 
@@ -259,8 +259,8 @@ def test_hub_repository_has_the_presets_splits_and_columns(name: str) -> None:
 def test_a_run_trains_and_evaluates_on_a_preset(
     cityscapes_copy, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from hf_heteroakd.config import HeteroAKDConfig
     from hf_heteroakd.pipeline import ModelArguments, run_distillation
+    from hf_heteroakd.training.config import HeteroAKDConfig
 
     root, _ = cityscapes_copy
     monkeypatch.setitem(PRESETS, "cityscapes", dataclasses.replace(PRESETS["cityscapes"], repo_id=str(root)))

@@ -18,9 +18,9 @@ import yaml
 from transformers import SegformerImageProcessor, TrainerCallback
 
 from hf_heteroakd.cli import parse_args
+from hf_heteroakd.data.presets import PRESETS, find_preset
+from hf_heteroakd.networks.teachers import TEACHER_ALIASES, resolve_teacher
 from hf_heteroakd.pipeline import run_distillation
-from hf_heteroakd.presets import PRESETS, find_preset
-from hf_heteroakd.teachers import TEACHER_ALIASES, resolve_teacher
 
 from .conftest import tiny_segformer, tiny_upernet_convnext
 

@@ -75,7 +75,7 @@ def test_bad_samples_stop_the_run_or_are_skipped_and_counted(tmp_path):
 
 
 def test_non_finite_steps_are_skipped_then_the_run_stops_with_a_checkpoint(tmp_path, synthetic_dataset, monkeypatch):
-    from hf_heteroakd import losses
+    from hf_heteroakd.core import losses
     from hf_heteroakd.data import SegmentationDataset, collate_segmentation, load_segmentation_data, train_transforms
 
     from .conftest import NUM_LABELS, tiny_segformer

@@ -24,8 +24,8 @@ from hf_heteroakd.data import (
     load_segmentation_data,
     train_transforms,
 )
+from hf_heteroakd.data.presets import load_preset
 from hf_heteroakd.pipeline import DataArguments, ModelArguments, run_distillation
-from hf_heteroakd.presets import load_preset
 
 from .conftest import NUM_LABELS
 from .test_presets import converted_labels

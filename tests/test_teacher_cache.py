@@ -19,7 +19,7 @@ from hf_heteroakd.data import (
     train_transforms,
 )
 from hf_heteroakd.pipeline import DataArguments, ModelArguments, run_distillation
-from hf_heteroakd.teacher_cache import INFO_NAME
+from hf_heteroakd.training.teacher_cache import INFO_NAME
 
 from .conftest import ID2LABEL, NUM_LABELS, tiny_segformer
 

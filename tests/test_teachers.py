@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from hf_heteroakd import HeteroAKDError, load_teacher
-from hf_heteroakd.teachers import TEACHER_ALIASES, resolve_teacher
+from hf_heteroakd.networks.teachers import TEACHER_ALIASES, resolve_teacher
 
 
 def test_aliases_resolve_to_the_checkpoint_fine_tuned_on_the_dataset():

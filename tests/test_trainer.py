@@ -14,9 +14,9 @@ from transformers import AutoModelForSemanticSegmentation
 import hf_heteroakd  # noqa: F401  (registers the student classes with the Auto* factories)
 from hf_heteroakd import HeteroAKDConfig, HeteroAKDError, HeteroAKDTrainer, build_student, losses
 from hf_heteroakd.data import SegmentationDataset, collate_segmentation, load_segmentation_data, train_transforms
-from hf_heteroakd.normalization import Renormalize, renormalizer
-from hf_heteroakd.pipeline import resolve_id2label
-from hf_heteroakd.trainer import PROJECTORS_NAME
+from hf_heteroakd.data.normalization import Renormalize, renormalizer
+from hf_heteroakd.training.run_data import resolve_id2label
+from hf_heteroakd.training.trainer import PROJECTORS_NAME
 
 from .conftest import ID2LABEL, NUM_LABELS, tiny_segformer, tiny_upernet_convnext
 
@@ -176,7 +176,7 @@ def test_renormalize_maps_between_normalisations():
 def test_normalization_is_read_from_each_model(tmp_path):
     from transformers import SegformerImageProcessor
 
-    from hf_heteroakd.normalization import IMAGENET_DEFAULT_MEAN, model_normalization
+    from hf_heteroakd.data.normalization import IMAGENET_DEFAULT_MEAN, model_normalization
 
     student = build_student("resnet18", ID2LABEL, pretrained_backbone=False)
     assert model_normalization(student) == (IMAGENET_DEFAULT_MEAN, tuple(student.backbone.pretrained_cfg["std"]))

@@ -1,4 +1,4 @@
-"""Palettes, colour masks, overlays and prediction panels (hf_heteroakd.visualize)."""
+"""Palettes, colour masks, overlays and prediction panels (hf_heteroakd.evaluation.visualize)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from hf_heteroakd import visualize as vis
-from hf_heteroakd.visualize import (
+from hf_heteroakd.evaluation import visualize as vis
+from hf_heteroakd.evaluation.visualize import (
     IGNORE_COLOR,
     LEGEND_CELL_WIDTH,
     LEGEND_ROW_HEIGHT,
