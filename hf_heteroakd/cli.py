@@ -4,20 +4,18 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import json
 import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from .argument_checks import ArgumentParser
 from .arguments import DataArguments, ModelArguments
 from .config import HeteroAKDConfig
 from .errors import HeteroAKDError
 from .evaluation import EvaluationArguments, run_evaluation
+from .file_checks import read_recipe
 from .pipeline import run_distillation
 from .predict import PredictArguments, run_prediction
 
@@ -38,13 +36,16 @@ def parse_args(argv: list[str] | None = None, dataclass_types: tuple[type, ...] 
     if len(argv) == 1 and Path(argv[0]).suffix in (".yaml", ".yml", ".json"):
         path = Path(argv[0])
         if path.is_file():  # read once: its keys are checked, then parsed (a missing file is the parser's error)
-            text = path.read_text(encoding="utf-8")
-            values = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-            if isinstance(values, dict):
-                known = {field.name for cls in dataclass_types for field in dataclasses.fields(cls) if field.init}
-                if unknown := [key for key in values if key not in known]:
-                    raise unknown_flag_error(f"--{unknown[0]}", parser, f" (a key of {path})")
-                return parser.parse_dict(values)
+            values = read_recipe(path)
+            if not isinstance(values, dict):
+                raise HeteroAKDError(
+                    f"the recipe {path} holds a {type(values).__name__}, not flag names with their values: write "
+                    "one `flag_name: value` per line"
+                )
+            known = {field.name for cls in dataclass_types for field in dataclasses.fields(cls) if field.init}
+            if unknown := [key for key in values if key not in known]:
+                raise unknown_flag_error(f"--{unknown[0]}", parser, f" (a key of {path})")
+            return parser.parse_dict(values)
         if path.suffix == ".json":
             return parser.parse_json_file(path)
         return parser.parse_yaml_file(path)

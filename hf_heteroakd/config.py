@@ -8,6 +8,7 @@ from typing import Literal
 from transformers import TrainingArguments
 
 from .argument_checks import COUNT, NON_NEGATIVE, POSITIVE, check_fields, eval_window
+from .checkpoints import resume_setting
 from .errors import HeteroAKDError
 from .labels import IGNORE_INDEX
 from .methods import method_class
@@ -225,6 +226,7 @@ class HeteroAKDConfig(TrainingArguments):
         check_fields(self)  # first: TrainingArguments' own checks would raise other errors
         method_class(self.distill_method)  # a registered method
         super().__post_init__()
+        self.resume_from_checkpoint = resume_setting(self.resume_from_checkpoint)  # "false" is not a path
         self.eval_crop_size, self.eval_stride = eval_window(self.eval_crop_size, self.eval_stride)
         if not self.hakd_stages:
             raise HeteroAKDError("--hakd_stages needs at least one stage index, e.g. --hakd_stages -1")

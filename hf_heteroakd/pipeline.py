@@ -14,6 +14,7 @@ from transformers import PreTrainedModel, SegformerImageProcessor, TrainerCallba
 from .argument_checks import check_run_arguments
 from .arguments import DataArguments, ModelArguments
 from .card import write_model_card
+from .checkpoints import resolve_checkpoint
 from .config import HeteroAKDConfig
 from .data import (
     PairTransform,
@@ -160,6 +161,10 @@ def run_distillation(
     transformers.utils.logging.set_verbosity(training_args.get_process_log_level())
     check_output_dir(training_args)
     check_run_arguments(model_args, data_args, training_args)
+    if training_args.do_train:  # a damaged checkpoint stops the run before anything loads
+        training_args.resume_from_checkpoint = resolve_checkpoint(
+            training_args.resume_from_checkpoint, training_args.output_dir
+        )
     set_seed(training_args.seed)
 
     data = load_data_args(data_args)

@@ -11,6 +11,7 @@ from transformers import AutoConfig, AutoModelForSemanticSegmentation, PreTraine
 from transformers.models.auto.modeling_auto import MODEL_FOR_SEMANTIC_SEGMENTATION_MAPPING_NAMES
 
 from .errors import HeteroAKDError
+from .file_checks import check_model_folder
 from .presets import DatasetSource, resolve_dataset
 
 # Floating-point dtypes by the names the flags take (--teacher_dtype, --teacher_logits_cache_dtype).
@@ -144,6 +145,7 @@ def load_segmentation_model(
     """
     if os.path.isdir(name_or_path) and not os.path.isfile(os.path.join(name_or_path, "config.json")):
         raise checkpoint_error(role, name_or_path, OSError())
+    check_model_folder(name_or_path, role)
     try:
         model = AutoModelForSemanticSegmentation.from_pretrained(
             name_or_path,

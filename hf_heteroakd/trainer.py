@@ -14,6 +14,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, TrainOutput
 from transformers.utils import logging
 
 from . import losses
+from .checkpoints import resolve_checkpoint
 from .config import HeteroAKDConfig
 from .errors import HeteroAKDError
 from .features import stage_features
@@ -214,7 +215,10 @@ class HeteroAKDTrainer(TeacherMixin, SegmentationEvaluationMixin, StudentSavingM
 
     def train(self, resume_from_checkpoint: str | bool | None = None, **kwargs: Any) -> TrainOutput:
         """The Trainer's ``train``; with ``teacher_logits_cache``, the cache is opened (built first if absent);
-        with ``teacher_projector_fit_steps``, a run that does not resume first fits the teacher's projectors."""
+        with ``teacher_projector_fit_steps``, a run that does not resume first fits the teacher's projectors.
+        ``resume_from_checkpoint=True`` resumes from the newest intact checkpoint, a path only from an intact one
+        (:func:`~hf_heteroakd.checkpoints.resolve_checkpoint`)."""
+        resume_from_checkpoint = resolve_checkpoint(resume_from_checkpoint, self.args.output_dir)
         if self.args.teacher_logits_cache is not None and self.teacher_cache is None:
             self.teacher_cache = self._open_teacher_cache()
         if self.projectors is not None and self.args.teacher_projector_fit_steps > 0 and not resume_from_checkpoint:
