@@ -14,7 +14,8 @@ from .argument_checks import ArgumentParser
 from .arguments import DataArguments, ModelArguments
 from .config import HeteroAKDConfig
 from .errors import HeteroAKDError
-from .evaluation import EvaluationArguments, run_evaluation
+from .evaluation import run_evaluation
+from .evaluation_arguments import EvaluationArguments
 from .file_checks import read_recipe
 from .pipeline import run_distillation
 from .predict import PredictArguments, run_prediction
@@ -66,7 +67,14 @@ def unknown_flag_error(flag: str, parser: ArgumentParser, where: str = "") -> He
     options = [option for action in parser._actions for option in action.option_strings if option.startswith("--")]
     close = difflib.get_close_matches(f"--{name}", options, n=1)
     hint = f"; did you mean {close[0]}?" if close else "; --help lists the flags"
+    if name in training_flags():  # given to evaluate or predict, which read only their own flags
+        hint = f" (a flag of recipes/run_distill.py, which trains; this command does not read it){hint}"
     return HeteroAKDError(f"unknown flag {flag}{where}{hint}")
+
+
+def training_flags() -> set[str]:
+    """The flags of ``recipes/run_distill.py``, by name."""
+    return {f.name for cls in (ModelArguments, DataArguments, HeteroAKDConfig) for f in dataclasses.fields(cls)}
 
 
 def run_command(run: Callable[..., Any], dataclass_types: tuple[type, ...], argv: list[str] | None = None) -> int:
@@ -110,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def evaluate_main(argv: list[str] | None = None) -> int:
     """``recipes/evaluate_model.py``: evaluate a saved or Hub model on a dataset, without training."""
-    return run_command(run_evaluation, (EvaluationArguments, DataArguments, HeteroAKDConfig), argv)
+    return run_command(run_evaluation, (EvaluationArguments,), argv)
 
 
 def predict_main(argv: list[str] | None = None) -> int:

@@ -16,7 +16,7 @@ from hf_heteroakd import HeteroAKDConfig
 from hf_heteroakd.argument_checks import Bound, bound_of, check_fields
 from hf_heteroakd.cli import parse_args, run_command
 from hf_heteroakd.errors import HeteroAKDError
-from hf_heteroakd.evaluation import EvaluationArguments
+from hf_heteroakd.evaluation_arguments import EvaluationArguments
 from hf_heteroakd.pipeline import DataArguments, ModelArguments
 
 BASE = {

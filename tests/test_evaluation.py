@@ -15,7 +15,8 @@ import torch
 
 from hf_heteroakd import HeteroAKDConfig, MeanIoU
 from hf_heteroakd.cli import evaluate_main, main
-from hf_heteroakd.evaluation import EvaluationArguments, run_evaluation
+from hf_heteroakd.evaluation import run_evaluation
+from hf_heteroakd.evaluation_arguments import EvaluationArguments
 from hf_heteroakd.metrics import EVALUATE_MODULE
 from hf_heteroakd.pipeline import DataArguments, ModelArguments, run_distillation
 from hf_heteroakd.synthetic import make_synthetic_dataset
@@ -70,8 +71,10 @@ def trained_student(mixed_sizes, tmp_path_factory) -> tuple[Path, dict[str, floa
 
 
 def evaluate_model(model: Path, dataset: Path, out: Path, **settings) -> dict[str, float]:
-    training_args = HeteroAKDConfig(output_dir=str(out), report_to="none", disable_tqdm=True, **settings)
-    return run_evaluation(EvaluationArguments(model=str(model)), DataArguments(dataset=str(dataset)), training_args)
+    arguments = EvaluationArguments(
+        model=str(model), dataset=str(dataset), output_dir=str(out), report_to="none", disable_tqdm=True, **settings
+    )
+    return run_evaluation(arguments)
 
 
 def assert_same_metrics(got: dict[str, float], expected: dict[str, float]) -> None:
