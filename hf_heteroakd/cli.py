@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import json
 import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from .core.errors import HeteroAKDError
-from .evaluation.evaluate_model import EvaluationArguments, run_evaluation
+from .core.file_checks import read_recipe
+from .evaluation.arguments import EvaluationArguments
+from .evaluation.evaluate_model import run_evaluation
 from .evaluation.predict import PredictArguments, run_prediction
 from .pipeline import run_distillation
 from .training.argument_checks import ArgumentParser
@@ -38,13 +37,16 @@ def parse_args(argv: list[str] | None = None, dataclass_types: tuple[type, ...] 
     if len(argv) == 1 and Path(argv[0]).suffix in (".yaml", ".yml", ".json"):
         path = Path(argv[0])
         if path.is_file():  # read once: its keys are checked, then parsed (a missing file is the parser's error)
-            text = path.read_text(encoding="utf-8")
-            values = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-            if isinstance(values, dict):
-                known = {field.name for cls in dataclass_types for field in dataclasses.fields(cls) if field.init}
-                if unknown := [key for key in values if key not in known]:
-                    raise unknown_flag_error(f"--{unknown[0]}", parser, f" (a key of {path})")
-                return parser.parse_dict(values)
+            values = read_recipe(path)
+            if not isinstance(values, dict):
+                raise HeteroAKDError(
+                    f"the recipe {path} holds a {type(values).__name__}, not flag names with their values: write "
+                    "one `flag_name: value` per line"
+                )
+            known = {field.name for cls in dataclass_types for field in dataclasses.fields(cls) if field.init}
+            if unknown := [key for key in values if key not in known]:
+                raise unknown_flag_error(f"--{unknown[0]}", parser, f" (a key of {path})")
+            return parser.parse_dict(values)
         if path.suffix == ".json":
             return parser.parse_json_file(path)
         return parser.parse_yaml_file(path)
@@ -65,7 +67,14 @@ def unknown_flag_error(flag: str, parser: ArgumentParser, where: str = "") -> He
     options = [option for action in parser._actions for option in action.option_strings if option.startswith("--")]
     close = difflib.get_close_matches(f"--{name}", options, n=1)
     hint = f"; did you mean {close[0]}?" if close else "; --help lists the flags"
+    if name in training_flags():  # given to evaluate or predict, which read only their own flags
+        hint = f" (a flag of recipes/run_distill.py, which trains; this command does not read it){hint}"
     return HeteroAKDError(f"unknown flag {flag}{where}{hint}")
+
+
+def training_flags() -> set[str]:
+    """The flags of ``recipes/run_distill.py``, by name."""
+    return {f.name for cls in (ModelArguments, DataArguments, HeteroAKDConfig) for f in dataclasses.fields(cls)}
 
 
 def run_command(run: Callable[..., Any], dataclass_types: tuple[type, ...], argv: list[str] | None = None) -> int:
@@ -109,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def evaluate_main(argv: list[str] | None = None) -> int:
     """``recipes/evaluate_model.py``: evaluate a saved or Hub model on a dataset, without training."""
-    return run_command(run_evaluation, (EvaluationArguments, DataArguments, HeteroAKDConfig), argv)
+    return run_command(run_evaluation, (EvaluationArguments,), argv)
 
 
 def predict_main(argv: list[str] | None = None) -> int:

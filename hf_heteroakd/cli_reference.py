@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from transformers import TrainingArguments
 
-from .evaluation.evaluate_model import EvaluationArguments
+from .evaluation.arguments import EvaluationArguments
 from .evaluation.predict import PredictArguments
 from .training.argument_checks import bound_of
 from .training.arguments import DataArguments, ModelArguments
@@ -32,7 +32,7 @@ TRAINING_ARGUMENTS_URL = "https://huggingface.co/docs/transformers/main_classes/
 # The dataclasses each recipe parses, in order (as hf_heteroakd/cli.py passes them; a test checks they agree).
 RECIPES: dict[str, tuple[type, ...]] = {
     "recipes/run_distill.py": (ModelArguments, DataArguments, HeteroAKDConfig),
-    "recipes/evaluate_model.py": (EvaluationArguments, DataArguments, HeteroAKDConfig),
+    "recipes/evaluate_model.py": (EvaluationArguments,),
     "recipes/predict.py": (PredictArguments,),
 }
 
@@ -41,8 +41,8 @@ HEADER = "| flag | type | default | range | description |\n|---|---|---|---|---|
 
 INTRO = (
     "Flags of the recipes in `recipes/`, generated from the argument dataclasses by `{regenerate}`: do not "
-    "edit by hand (`{regenerate} --check` tells whether this page is current). `run_distill.py` and "
-    "`evaluate_model.py` also accept every [`transformers.TrainingArguments`]({training_arguments_url}) flag "
+    "edit by hand (`{regenerate} --check` tells whether this page is current). `run_distill.py` also accepts "
+    "every [`transformers.TrainingArguments`]({training_arguments_url}) flag "
     "(`--output_dir`, `--learning_rate`, `--num_train_epochs`, …), of which only the ones whose default this "
     "project changes are listed below. Each flag may also be written with dashes (`--lambda-kd`); a `bool` flag alone "
     "means true (`--eval_flip`) or takes a value (`--kmm false`), and one whose default is true also has a "

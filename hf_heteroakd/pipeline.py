@@ -24,6 +24,7 @@ from .reporting.prediction_panels import PredictionPanelsCallback
 from .reporting.run_summary import run_summary
 from .training.argument_checks import check_run_arguments
 from .training.arguments import DataArguments, ModelArguments
+from .training.checkpoints import resolve_checkpoint
 from .training.config import HeteroAKDConfig
 from .training.hub import push_student
 from .training.preflight import preflight
@@ -66,6 +67,10 @@ def run_distillation(
     transformers.utils.logging.set_verbosity(training_args.get_process_log_level())
     check_output_dir(training_args)
     check_run_arguments(model_args, data_args, training_args)
+    if training_args.do_train:  # a damaged checkpoint stops the run before anything loads
+        training_args.resume_from_checkpoint = resolve_checkpoint(
+            training_args.resume_from_checkpoint, training_args.output_dir
+        )
     set_seed(training_args.seed)
 
     data = load_data_args(data_args)

@@ -15,7 +15,7 @@ from transformers import TrainingArguments
 from hf_heteroakd import HeteroAKDConfig
 from hf_heteroakd.cli import parse_args, run_command
 from hf_heteroakd.core.errors import HeteroAKDError
-from hf_heteroakd.evaluation.evaluate_model import EvaluationArguments
+from hf_heteroakd.evaluation.arguments import EvaluationArguments
 from hf_heteroakd.pipeline import DataArguments, ModelArguments
 from hf_heteroakd.training.argument_checks import Bound, bound_of, check_fields
 

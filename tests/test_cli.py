@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -75,6 +76,20 @@ def test_help_documents_every_flag():
         "--push_to_hub",
     ):
         assert flag in result.stdout, flag
+
+
+@pytest.mark.parametrize("recipe", ["evaluate_model.py", "predict.py"])
+def test_help_of_evaluate_and_predict_lists_only_their_flags(recipe):
+    result = subprocess.run(
+        [sys.executable, str(REPO / "recipes" / recipe), "--help"], capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    flags = {flag for flag in re.findall(r"--[\w-]+", result.stdout) if "-" not in flag[2:]}  # not --dashed-aliases
+    assert {"--model", "--eval_crop_size", "--eval_stride", "--eval_flip", "--output_dir"} <= flags
+    assert not flags & {"--learning_rate", "--num_train_epochs", "--lambda_hakd", "--teacher_logits_cache", "--seed"}
+    assert len(flags) < 30, sorted(flags)  # not TrainingArguments' ~150
+    if recipe == "evaluate_model.py":
+        assert {"--dataset", "--eval_split", "--per_device_eval_batch_size", "--bf16", "--report_to"} <= flags
 
 
 def test_ablation_and_baseline_flags_parse():
@@ -166,6 +181,17 @@ def test_unknown_student_is_one_clear_line(tmp_path, synthetic_dataset):
         ("main", ["--dataset", "d", "--logging_dir", "tb"], "TENSORBOARD_LOGGING_DIR environment variable"),
         ("evaluate_main", ["--model", "m", "--dataset", "d", "--eval_fip"], "did you mean --eval_flip?"),
         ("evaluate_main", ["--model", "m", "--dataset", "d", "--logging_dir=tb"], "unknown flag --logging_dir:"),
+        (
+            "evaluate_main",
+            ["--model", "m", "--dataset", "d", "--learning_rate", "1e-3"],
+            "--learning_rate (a flag of recipes/run_distill.py, which trains; this command does not read it)",
+        ),
+        (
+            "evaluate_main",
+            ["--model", "m", "--dataset", "d", "--per_device_train_batch_size", "2"],
+            "did you mean --per_device_eval_batch_size?",
+        ),
+        ("predict_main", ["--model", "m", "--images", "i", "--dataset", "d"], "a flag of recipes/run_distill.py"),
         ("predict_main", ["--model", "m", "--images", "i", "--alpah", "0.5"], "did you mean --alpha?"),
     ],
 )

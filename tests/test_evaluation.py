@@ -17,7 +17,8 @@ from hf_heteroakd import HeteroAKDConfig, MeanIoU
 from hf_heteroakd.cli import evaluate_main, main
 from hf_heteroakd.core.metrics import EVALUATE_MODULE
 from hf_heteroakd.data.synthetic import make_synthetic_dataset
-from hf_heteroakd.evaluation.evaluate_model import EvaluationArguments, run_evaluation
+from hf_heteroakd.evaluation.arguments import EvaluationArguments
+from hf_heteroakd.evaluation.evaluate_model import run_evaluation
 from hf_heteroakd.pipeline import DataArguments, ModelArguments, run_distillation
 
 from .conftest import NUM_LABELS
@@ -70,8 +71,10 @@ def trained_student(mixed_sizes, tmp_path_factory) -> tuple[Path, dict[str, floa
 
 
 def evaluate_model(model: Path, dataset: Path, out: Path, **settings) -> dict[str, float]:
-    training_args = HeteroAKDConfig(output_dir=str(out), report_to="none", disable_tqdm=True, **settings)
-    return run_evaluation(EvaluationArguments(model=str(model)), DataArguments(dataset=str(dataset)), training_args)
+    arguments = EvaluationArguments(
+        model=str(model), dataset=str(dataset), output_dir=str(out), report_to="none", disable_tqdm=True, **settings
+    )
+    return run_evaluation(arguments)
 
 
 def assert_same_metrics(got: dict[str, float], expected: dict[str, float]) -> None:

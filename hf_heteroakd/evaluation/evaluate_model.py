@@ -8,7 +8,6 @@ is the independent check: the model card's "How to use" code, one image at a tim
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -19,57 +18,31 @@ import torch
 import transformers
 from transformers import AutoImageProcessor, AutoModelForSemanticSegmentation
 
-from ..core.errors import HeteroAKDError
 from ..core.metrics import MeanIoU
 from ..core.version import __version__
 from ..data.loading import load_segmentation_data
 from ..data.normalization import model_normalization
 from ..data.samples import collate_segmentation
 from ..data.transforms import eval_transforms
-from ..networks.teachers import (
-    allow_pickle_weights_field,
-    load_segmentation_model,
-    trust_remote_code_field,
-    weights_policy,
-)
-from ..training.arguments import DataArguments
-from ..training.config import HeteroAKDConfig
+from ..networks.teachers import load_segmentation_model, weights_policy
 from ..training.run_data import build_split, load_data_args, resolve_id2label
 from ..training.trainer import HeteroAKDTrainer
+from .arguments import EvaluationArguments
 from .tables import per_class_table
 
 RESULT_NAME = "mean_iou.json"
 TABLE_NAME = "per_class_iou.md"
 
 
-@dataclass
-class EvaluationArguments:
-    model: str = field(
-        default=None,
-        metadata={
-            "help": "Path or Hub id of the AutoModelForSemanticSegmentation checkpoint to evaluate: a saved "
-            "student, a teacher, any semantic-segmentation model."
-        },
-    )
-    trust_remote_code: bool = trust_remote_code_field()
-    allow_pickle_weights: bool = allow_pickle_weights_field()
-
-    def __post_init__(self) -> None:
-        if self.model is None:
-            raise HeteroAKDError("--model is required: the path or Hub id of a semantic-segmentation checkpoint")
-
-
-def run_evaluation(
-    eval_args: EvaluationArguments, data_args: DataArguments, training_args: HeteroAKDConfig
-) -> dict[str, float]:
-    """Evaluates ``eval_args.model`` on ``data_args.eval_split``; returns the flat ``eval_*`` metrics.
+def run_evaluation(eval_args: EvaluationArguments) -> dict[str, float]:
+    """Evaluates ``eval_args.model`` on ``eval_args.eval_split``; returns the flat ``eval_*`` metrics.
 
     The main process writes to ``output_dir``: ``eval_results.json`` (the flat metrics), ``mean_iou.json``
     (:func:`save_mean_iou`) and ``per_class_iou.md``. The model's ``id2label`` names the classes when
     the dataset has no ``id2label.json``; when it has one, the two must agree.
     """
+    data_args, training_args = eval_args.data_arguments(), eval_args.training_arguments()
     transformers.utils.logging.set_verbosity(training_args.get_process_log_level())
-    training_args.distill_method, training_args.do_train, training_args.do_eval = "none", False, True
     data = load_data_args(data_args)
     model = load_segmentation_model(
         eval_args.model, "model", torch.float32, eval_args.trust_remote_code, eval_args.allow_pickle_weights

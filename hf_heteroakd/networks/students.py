@@ -24,6 +24,7 @@ from transformers import (
 )
 
 from ..core.errors import HeteroAKDError
+from ..core.file_checks import check_model_folder
 from ..core.labels import id2label_of
 from ..models import TimmSegmentationConfig, TimmSegmentationForSemanticSegmentation
 from .teachers import checkpoint_error, not_a_segmentation_model, weights_policy
@@ -73,6 +74,7 @@ def build_student(
         return student
     if os.path.isdir(name) and not os.path.isfile(os.path.join(name, "config.json")):
         raise checkpoint_error("student", name, OSError())
+    check_model_folder(name, "student")
     try:
         AutoConfig.from_pretrained(name)
     except (OSError, ValueError):

@@ -11,6 +11,7 @@ from transformers import AutoConfig, AutoModelForSemanticSegmentation, PreTraine
 from transformers.models.auto.modeling_auto import MODEL_FOR_SEMANTIC_SEGMENTATION_MAPPING_NAMES
 
 from ..core.errors import HeteroAKDError
+from ..core.file_checks import check_model_folder
 from ..data.presets import DatasetSource, resolve_dataset
 
 # Floating-point dtypes by the names the flags take (--teacher_dtype, --teacher_logits_cache_dtype).
@@ -145,6 +146,7 @@ def load_segmentation_model(
     """
     if os.path.isdir(name_or_path) and not os.path.isfile(os.path.join(name_or_path, "config.json")):
         raise checkpoint_error(role, name_or_path, OSError())
+    check_model_folder(name_or_path, role)
     try:
         model = AutoModelForSemanticSegmentation.from_pretrained(
             name_or_path,

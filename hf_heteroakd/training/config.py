@@ -12,6 +12,7 @@ from ..core.labels import IGNORE_INDEX
 from ..methods.registry import method_class
 from .argument_checks import COUNT, NON_NEGATIVE, POSITIVE, check_fields, eval_window
 from .arguments import eval_crop_size_field, eval_flip_field, eval_stride_field
+from .checkpoints import resume_setting
 
 
 @dataclass
@@ -220,6 +221,7 @@ class HeteroAKDConfig(TrainingArguments):
         check_fields(self)  # first: TrainingArguments' own checks would raise other errors
         method_class(self.distill_method)  # a registered method
         super().__post_init__()
+        self.resume_from_checkpoint = resume_setting(self.resume_from_checkpoint)  # "false" is not a path
         self.eval_crop_size, self.eval_stride = eval_window(self.eval_crop_size, self.eval_stride)
         if not self.hakd_stages:
             raise HeteroAKDError("--hakd_stages needs at least one stage index, e.g. --hakd_stages -1")

@@ -34,6 +34,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from ..core.errors import HeteroAKDError
+from ..core.file_checks import file_problem, read_json
 from ..data.samples import SegmentationDataset, same_size_groups
 from ..data.seeding import PerSampleSeed
 from ..methods.outputs import TeacherOutputs
@@ -134,7 +135,7 @@ class TeacherLogitsCache:
                 )
             _check_fixed_inputs(dataset)
             _build(directory, key, dataset, compute, batch_size, num_workers, progress)
-        info = json.loads((directory / INFO_NAME).read_text())
+        info = _read_info(directory)
         stored = info["key"]
         changed = [part for part in key if stored.get(part) != key[part]]
         if changed:
@@ -169,6 +170,25 @@ class TeacherLogitsCache:
             raise HeteroAKDError(
                 f"sample {index} is not in --teacher_logits_cache {self.directory}; delete it to recompute the cache"
             ) from err
+
+
+def _read_info(directory: Path) -> dict[str, Any]:
+    """``cache_info.json`` of a complete cache, once it and every shard are checked to be readable: a cache
+    cut short (a full disk, a copy interrupted) is refused before training, naming the damaged file."""
+    problem = file_problem(directory / INFO_NAME)
+    info = read_json(directory / INFO_NAME) if problem is None else None
+    if problem is None and not (isinstance(info, dict) and {"key", "input_sizes", "shard_size"} <= info.keys()):
+        problem = "lacks the cache's key, input sizes or shard size"
+    damaged = [(directory / INFO_NAME, problem)] if problem is not None else []
+    damaged += [(shard, file_problem(shard)) for shard in sorted(directory.glob("shard-*.safetensors"))]
+    damaged = [(path, problem) for path, problem in damaged if problem is not None]
+    if damaged:
+        path, problem = damaged[0]
+        raise HeteroAKDError(
+            f"--teacher_logits_cache {directory} is damaged: {path} {problem}; delete {directory} to recompute the "
+            "cache (the next run computes it again before its first step)"
+        )
+    return info
 
 
 def _check_fixed_inputs(dataset: PerSampleSeed, num_samples: int = 4) -> None:

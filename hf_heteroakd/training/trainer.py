@@ -21,6 +21,7 @@ from ..core.projectors import HeteroAKDProjectors
 from ..data.seeding import PerSampleSeed, SetEpochCallback
 from ..methods.outputs import DistillationOutput
 from ..methods.registry import method_class
+from .checkpoints import resolve_checkpoint
 from .config import HeteroAKDConfig
 from .teacher_cache import TeacherLogitsCache
 from .trainer_evaluation import SegmentationEvaluationMixin
@@ -215,7 +216,10 @@ class HeteroAKDTrainer(TeacherMixin, SegmentationEvaluationMixin, StudentSavingM
 
     def train(self, resume_from_checkpoint: str | bool | None = None, **kwargs: Any) -> TrainOutput:
         """The Trainer's ``train``; with ``teacher_logits_cache``, the cache is opened (built first if absent);
-        with ``teacher_projector_fit_steps``, a run that does not resume first fits the teacher's projectors."""
+        with ``teacher_projector_fit_steps``, a run that does not resume first fits the teacher's projectors.
+        ``resume_from_checkpoint=True`` resumes from the newest intact checkpoint, a path only from an intact one
+        (:func:`~hf_heteroakd.training.checkpoints.resolve_checkpoint`)."""
+        resume_from_checkpoint = resolve_checkpoint(resume_from_checkpoint, self.args.output_dir)
         if self.args.teacher_logits_cache is not None and self.teacher_cache is None:
             self.teacher_cache = self._open_teacher_cache()
         if self.projectors is not None and self.args.teacher_projector_fit_steps > 0 and not resume_from_checkpoint:
