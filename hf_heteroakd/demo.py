@@ -70,8 +70,8 @@ def demo_args(output_dir: Path, method: str, steps: int, learning_rate: float, b
 
 def run_demo(
     output_dir: str = "outputs/demo",
-    teacher_steps: int = 800,
-    student_steps: int = 200,
+    teacher_steps: int = 3000,
+    student_steps: int = 150,
     num_train: int = 512,
     num_validation: int = 64,
     batch_size: int = 8,
@@ -117,8 +117,8 @@ def report(summary: dict[str, float], student: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output_dir", default="outputs/demo")
-    parser.add_argument("--teacher_steps", type=int, default=800)
-    parser.add_argument("--student_steps", type=int, default=200)
+    parser.add_argument("--teacher_steps", type=int, default=3000)
+    parser.add_argument("--student_steps", type=int, default=150)
     run_demo(**vars(parser.parse_args()))
 
 
