@@ -319,7 +319,7 @@ def run_experiment(
     arms: list[str] | None = None,
     seeds: list[int] | None = None,
     eval_split: str = "test",
-    teacher_steps: int = 3000,
+    teacher_steps: int = 6000,
     student_steps: int = 600,
     eval_steps: int = 150,
     num_train: int = 2048,
