@@ -110,6 +110,16 @@ def training_args(
     )
 
 
+def arm_flags(arm: str, options: dict[str, Any], teacher_cache: Path) -> dict[str, Any]:
+    """The flags of one arm's run: ``options`` (``--set``) in every distilling arm, under the arm's own
+    flags, so that an arm keeps what its name says (λ2 = 0 under ``--set lambda_hakd=1``)."""
+    flags = dict(ARMS[arm])
+    if flags["distill_method"] == "none":
+        return flags
+    cache = "heteroakd" if flags["distill_method"] == "heteroakd" else "logits"
+    return {**options, **flags, "teacher_logits_cache": str(teacher_cache / cache)}
+
+
 def run_log(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
     """(step, value) series of the run's evaluations (``eval_mean_iou``) and training diagnostics."""
     history = json.loads((run_dir / "trainer_state.json").read_text())["log_history"]
@@ -351,11 +361,7 @@ def run_experiment(
     failures: list[str] = []
     for seed in seeds:  # seed-major: the go/no-go check needs only the first seed
         for arm in arms:
-            flags = dict(ARMS[arm])
-            if flags["distill_method"] != "none":
-                flags.update(options)
-                cache = "heteroakd" if flags["distill_method"] == "heteroakd" else "logits"
-                flags["teacher_logits_cache"] = str(out / "teacher_cache" / cache)
+            flags = arm_flags(arm, options, out / "teacher_cache")
             run_dir = out / "students" / arm / f"seed{seed}"
             metrics = run_distillation(
                 ModelArguments(
@@ -503,7 +509,8 @@ def main() -> None:
         nargs="+",
         type=parse_option,
         metavar="NAME=VALUE",
-        help="HeteroAKDConfig fields set in every distilling arm (for choosing settings).",
+        help="HeteroAKDConfig fields set in every distilling arm, except a field the arm is named for "
+        "(for choosing settings).",
     )
     for name in (
         "teacher_steps",

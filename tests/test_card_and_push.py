@@ -136,7 +136,7 @@ def test_card_of_a_finished_run_states_its_results_runs_its_snippet_and_regenera
     for phrase in (
         "DeepLabV3 on resnet18",
         "Segformer",
-        "0.1·L_kd + 1.0·L_hakd + 1.0·L_proj",
+        "0.1·L_kd + 0.3·L_hakd + 1.0·L_proj",
         "`lambda_kd`",
         "`lambda_hakd`",
         "`lambda_proj`",

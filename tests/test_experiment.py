@@ -115,6 +115,17 @@ def test_experiment_runs_every_arm_and_writes_report_plot_and_diagnostics(tmp_pa
     assert "Channel-wise distillation" in card and "L_task + 3.0·L_cwd" in card
 
 
+def test_set_options_reach_every_distilling_arm_but_not_the_field_it_is_named_for():
+    experiment = load_experiment()
+    options = {"lambda_hakd": 1.0, "temperature": 1.0}
+    assert experiment.arm_flags("none", options, Path("cache")) == {"distill_method": "none"}
+    kd = experiment.arm_flags("kd", options, Path("cache"))
+    assert kd == {**options, "distill_method": "kd", "teacher_logits_cache": str(Path("cache") / "logits")}
+    assert experiment.arm_flags("heteroakd", options, Path("cache"))["lambda_hakd"] == 1.0
+    without = experiment.arm_flags("heteroakd_lambda_hakd_0", options, Path("cache"))
+    assert (without["lambda_hakd"], without["temperature"]) == (0.0, 1.0)
+
+
 def test_plateau_is_what_the_student_alone_gained_over_its_last_quarter_of_steps():
     experiment = load_experiment()
     curve = lambda *values: {"log": {"eval_mean_iou": list(zip((150, 300, 450, 600), values))}}  # noqa: E731

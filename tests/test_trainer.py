@@ -98,7 +98,9 @@ def test_each_loss_term_is_logged(tmp_path, train_set, method, terms):
     assert len(logged) == 2
     for entry in logged:
         assert {k[len("loss_") :] for k in entry if k.startswith("loss_")} == terms
-        weights = {"task": 1.0, "kd": 0.1, "cwd": 3.0, "hakd": 1.0, "proj": 1.0}
+        args = trainer.args
+        weights = {"task": 1.0, "kd": args.lambda_kd, "cwd": args.lambda_cwd, "hakd": args.lambda_hakd}
+        weights["proj"] = args.lambda_proj
         total = sum(weights[t] * entry[f"loss_{t}"] for t in terms)
         assert entry["loss"] == pytest.approx(total, rel=1e-3)
 
@@ -347,6 +349,28 @@ def test_l_hakd_reaches_the_decode_head_only_without_a_student_projector(tmp_pat
     else:  # the projector beside them takes it all
         assert all(g is None for g in head)
     assert trainer.student.backbone.conv1.weight.grad.abs().sum() > 0
+
+
+def test_without_a_teacher_projector_z_t_is_the_teacher_logits_and_l_proj_the_students_alone(tmp_path, train_set):
+    trainer = make_trainer(tmp_path, train_set, teacher_projector="none")
+    assert trainer.projectors.teacher is None
+    batch = trainer.prepare_batch(batch_of(train_set))
+    teacher = trainer.teacher_outputs(batch)
+    model = trainer.model.train()
+    out = model(batch["pixel_values"], teacher_features=teacher.features, teacher_logits=teacher.logits)
+    assert all(torch.equal(z_t, teacher.logits.float()) for z_t in out.teacher_projected)
+    terms = trainer.method.loss_terms(out, teacher, batch["labels"])
+    students_alone = losses.heteroakd_loss(
+        out.student_projected[0], teacher.logits, batch["labels"], proj_loss=trainer.args.proj_loss, proj_teacher=False
+    )
+    assert torch.allclose(terms.weighted["proj"][1], students_alone.proj)
+    (terms.weighted["hakd"][1] + terms.weighted["proj"][1]).backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in trainer.projectors.student.parameters())
+
+
+def test_teacher_projector_fit_needs_a_teacher_projector(tmp_path):
+    with pytest.raises(HeteroAKDError, match="--teacher_projector none has none"):
+        HeteroAKDConfig(output_dir=str(tmp_path), teacher_projector="none", teacher_projector_fit_steps=5)
 
 
 def test_gradient_diagnostics_are_computed_on_logged_steps_only(tmp_path, train_set, monkeypatch):

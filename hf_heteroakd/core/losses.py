@@ -315,6 +315,7 @@ def heteroakd_loss(
     grid: tuple[int, int] | None = None,
     proj_loss: ProjLoss = "bce",
     proj_student: bool = True,
+    proj_teacher: bool = True,
 ) -> HeteroAKDLosses:
     """L_hakd and L_proj for one stage, sharing the resizes and reliabilities they both need.
 
@@ -322,7 +323,7 @@ def heteroakd_loss(
     ``activation`` (:func:`soft_target_terms`) and K rescaling W so that its mean over the
     softmax axis is 1 (K = C for the class axis): with ``kmm=False, kem=False`` this is exactly the
     plain soft-target loss from Z^T (softmax cross-entropy, or per-class binary KL).
-    L_proj = :func:`projection_loss` of Z^T plus, with ``proj_student``, that of Z^S.
+    L_proj = :func:`projection_loss` of Z^T (with ``proj_teacher``) plus that of Z^S (with ``proj_student``).
 
     Args:
         z_s: (N, C, h, w) the student's projected logits Z^S; gradient flows only through it
@@ -339,6 +340,8 @@ def heteroakd_loss(
         proj_loss: the form of L_proj, see :func:`projection_loss`.
         proj_student: supervise Z^S with the labels too; off, only L_hakd pulls it (and no label loss lets a
             student projector learn the classes without the student's features carrying them).
+        proj_teacher: supervise Z^T with the labels; off when Z^T is the frozen teacher's own logits, which
+            no label loss can train.
     """
     num_classes = z_s.shape[1]
     grid = tuple(z_s.shape[-2:]) if grid is None else tuple(grid)
@@ -350,7 +353,9 @@ def heteroakd_loss(
 
     h_s = reliability(z_s, onehot)
     h_t = reliability(z_t, onehot)
-    proj = projection_loss(z_t, grid_labels, onehot, valid, proj_loss)
+    proj = z_s.new_zeros(())
+    if proj_teacher:
+        proj = proj + projection_loss(z_t, grid_labels, onehot, valid, proj_loss)
     if proj_student:
         proj = proj + projection_loss(z_s, grid_labels, onehot, valid, proj_loss)
 

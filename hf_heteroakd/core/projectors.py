@@ -10,6 +10,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 StudentProjector = Literal["mlp", "linear", "none"]
+TeacherProjector = Literal["mlp", "none"]
 
 
 class LogitsProjector(nn.Sequential):
@@ -36,11 +37,14 @@ class LinearLogitsProjector(nn.Sequential):
 
 
 class HeteroAKDProjectors(nn.Module):
-    """One teacher projector per distilled stage and, unless ``student_projector`` is "none", one student
-    projector per stage ("mlp": :class:`LogitsProjector`, "linear": :class:`LinearLogitsProjector`).
+    """Per distilled stage, one student projector unless ``student_projector`` is "none" ("mlp":
+    :class:`LogitsProjector`, "linear": :class:`LinearLogitsProjector`), and one teacher projector unless
+    ``teacher_projector`` is "none".
 
-    With "none" the student's map Z^S is its own logits, the output of its decode head: L_hakd then trains
-    the layers that predict, and no projector beside them can absorb the target.
+    With a student "none" the student's map Z^S is its own logits, the output of its decode head: L_hakd then
+    trains the layers that predict, and no projector beside them can absorb the target. With a teacher
+    "none" Z^T is the teacher's own logits: the target is the teacher's prediction, not a map read off one
+    of its stages.
     """
 
     def __init__(
@@ -50,6 +54,7 @@ class HeteroAKDProjectors(nn.Module):
         num_labels: int,
         hidden_channels: int = 256,
         student_projector: StudentProjector = "mlp",
+        teacher_projector: TeacherProjector = "mlp",
     ) -> None:
         super().__init__()
         if len(student_channels) != len(teacher_channels):
@@ -61,24 +66,38 @@ class HeteroAKDProjectors(nn.Module):
         }
         if student_projector not in builders:
             raise ValueError(f"student_projector must be one of {', '.join(builders)}, got {student_projector!r}")
+        if teacher_projector not in ("mlp", "none"):
+            raise ValueError(f"teacher_projector must be mlp or none, got {teacher_projector!r}")
         build = builders[student_projector]
         self.student = nn.ModuleList(build(c) for c in student_channels) if build else None
-        self.teacher = nn.ModuleList(LogitsProjector(c, num_labels, hidden_channels) for c in teacher_channels)
+        self.teacher = (
+            nn.ModuleList(LogitsProjector(c, num_labels, hidden_channels) for c in teacher_channels)
+            if teacher_projector == "mlp"
+            else None
+        )
+        self.num_stages = len(teacher_channels)
 
     def forward(
         self,
         student_features: list[torch.Tensor],
         teacher_features: list[torch.Tensor],
         student_logits: torch.Tensor | None = None,
+        teacher_logits: torch.Tensor | None = None,
     ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Z^S and Z^T of the selected stages: lists of (N, num_labels, h_k, w_k) maps. Without student
-        projectors, Z^S of every stage is the (N, num_labels, h, w) ``student_logits``."""
-        dtype = self.teacher[0][0].weight.dtype  # the teacher may run in bf16 while projectors train in fp32
-        z_t = [proj(f.to(dtype)) for proj, f in zip(self.teacher, teacher_features)]
+        projectors, Z^S of every stage is the (N, num_labels, h, w) ``student_logits``; without teacher
+        projectors, Z^T of every stage is the (N, num_labels, h', w') ``teacher_logits``, in float32."""
+        if self.teacher is None:
+            if teacher_logits is None:
+                raise ValueError("without teacher projectors, Z^T is the teacher's logits: pass teacher_logits")
+            z_t = [teacher_logits.float()] * self.num_stages
+        else:
+            dtype = self.teacher[0][0].weight.dtype  # the teacher may run in bf16 while projectors train in fp32
+            z_t = [proj(f.to(dtype)) for proj, f in zip(self.teacher, teacher_features)]
         if self.student is None:
             if student_logits is None:
                 raise ValueError("without student projectors, Z^S is the student's logits: pass student_logits")
-            return [student_logits] * len(z_t), z_t
+            return [student_logits] * self.num_stages, z_t
         z_s = [proj(f) for proj, f in zip(self.student, student_features)]
         return z_s, z_t
 

@@ -131,6 +131,7 @@ class HeteroAKD(PixelKD):
             student.config.num_labels,
             self.args.projector_channels,
             self.args.student_projector,
+            self.args.teacher_projector,
         )
 
     def loss_terms(self, out, teacher, labels) -> LossTerms:
@@ -151,6 +152,7 @@ class HeteroAKD(PixelKD):
                 grid=grid,
                 proj_loss=args.proj_loss,
                 proj_student=args.proj_loss_student and args.student_projector != "none",
+                proj_teacher=args.teacher_projector != "none",
             )
             for z_s, z_t in zip(out.student_projected, out.teacher_projected)
         ]

@@ -44,7 +44,7 @@ class HeteroAKDConfig(TrainingArguments):
         metadata={"methods": ("cwd",), "bound": NON_NEGATIVE, "help": "Weight of L_cwd with --distill_method cwd."},
     )
     lambda_hakd: float = field(
-        default=1.0,
+        default=0.3,
         metadata={
             "methods": ("heteroakd",),
             "bound": NON_NEGATIVE,
@@ -146,6 +146,15 @@ class HeteroAKDConfig(TrainingArguments):
             "is the student's own logits, so L_hakd trains the layers that predict.",
         },
     )
+    teacher_projector: Literal["mlp", "none"] = field(
+        default="mlp",
+        metadata={
+            "methods": ("heteroakd",),
+            "help": "The teacher's side of the aligned logits space: mlp, a projector on its stage features, "
+            "supervised by L_proj (a public reading); none, no projector: Z^T is the teacher's own logits, "
+            "resized to the compared grid (the other public reading).",
+        },
+    )
     proj_loss_student: bool = field(
         default=True,
         metadata={
@@ -225,6 +234,11 @@ class HeteroAKDConfig(TrainingArguments):
         self.eval_crop_size, self.eval_stride = eval_window(self.eval_crop_size, self.eval_stride)
         if not self.hakd_stages:
             raise HeteroAKDError("--hakd_stages needs at least one stage index, e.g. --hakd_stages -1")
+        if self.teacher_projector == "none" and self.teacher_projector_fit_steps > 0:
+            raise HeteroAKDError(
+                "--teacher_projector_fit_steps fits the teacher's projectors, but --teacher_projector none has "
+                "none: drop one of the two flags"
+            )
         if self.teacher_logits_cache is not None and not method_class(self.distill_method).uses_teacher:
             raise HeteroAKDError(
                 f"--teacher_logits_cache caches a teacher's outputs; --distill_method "

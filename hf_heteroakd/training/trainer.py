@@ -50,16 +50,19 @@ class StudentWithProjectors(nn.Module):
         return [features[i] for i in self.stages]
 
     def forward(
-        self, pixel_values: torch.Tensor, teacher_features: list[torch.Tensor] | None = None
+        self,
+        pixel_values: torch.Tensor,
+        teacher_features: list[torch.Tensor] | None = None,
+        teacher_logits: torch.Tensor | None = None,
     ) -> DistillationOutput:
-        """Student logits; with ``teacher_features`` (the teacher's maps of the selected stages), also
-        Z^S and Z^T of those stages."""
+        """Student logits; with ``teacher_features`` (the teacher's maps of the selected stages) and its
+        ``teacher_logits``, also Z^S and Z^T of those stages."""
         project = self.projectors is not None and teacher_features is not None
         outputs = self.student(pixel_values=pixel_values, output_hidden_states=project)
         if not project:
             return DistillationOutput(logits=outputs.logits)
         student_features = self.select(stage_features(self.student, outputs, pixel_values.shape[-2:]))
-        z_s, z_t = self.projectors(student_features, teacher_features, outputs.logits)
+        z_s, z_t = self.projectors(student_features, teacher_features, outputs.logits, teacher_logits)
         return DistillationOutput(
             logits=outputs.logits, student_projected=z_s, teacher_projected=z_t, student_features=student_features
         )
@@ -174,7 +177,11 @@ class HeteroAKDTrainer(TeacherMixin, SegmentationEvaluationMixin, StudentSavingM
         """``L_task + Σ weight·term`` over the method's terms; each term (and diagnostic) is kept for logging."""
         labels = inputs["labels"]
         teacher_out = self.teacher_outputs(inputs) if self.teacher is not None else None
-        out = model(inputs["pixel_values"], teacher_features=teacher_out.features if teacher_out is not None else None)
+        out = model(
+            inputs["pixel_values"],
+            teacher_features=teacher_out.features if teacher_out is not None else None,
+            teacher_logits=teacher_out.logits if teacher_out is not None else None,
+        )
         self.method.diagnose_gradients = model.training and self._logs_after_this_step()
         method_terms = self.method.loss_terms(out, teacher_out, labels)
         terms = {"task": losses.task_loss(out.logits, labels, self.args.ignore_index)}
