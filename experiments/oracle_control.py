@@ -7,11 +7,11 @@
 
 An *oracle* teacher reads its outputs off the batch's labels: confident one-hot logits (8 for the labelled
 class, 0 elsewhere), and last-stage features that are a fixed random embedding of the one-hot labels. A
-*noise* teacher has the same shapes and knows nothing: flat logits, features of random noise. Each arm
-trains a DeepLabV3-ResNet-18 student from the same weights on the same batches of the synthetic shapes
-(``--image_size`` pixels), with ``--distill_method`` and the ``--set`` config fields (``none``: no teacher),
-and prints its validation mIoU and the difference with the student alone. ``tests/test_positive_control.py``
-runs these arms.
+*noise* teacher has the same shapes and knows nothing: logits (as large as the oracle's) and features of
+random noise. Each arm trains a DeepLabV3-ResNet-18 student from the same weights on the same batches of
+the synthetic shapes (``--image_size`` pixels), with ``--distill_method`` and the ``--set`` config fields
+(``none``: no teacher), and prints its validation mIoU and the difference with the student alone.
+``tests/test_positive_control.py`` runs these arms.
 
 The student is told the labels of one training image in ``--labelled_every`` (by row index; the others
 are all ``ignore_index`` for it; 64, the default, leaves it one image of the 64), while the oracle knows
@@ -76,12 +76,19 @@ class OracleTrainer(SparseLabelTrainer):
 
 
 class NoiseTrainer(OracleTrainer):
-    """The same shapes, knowing nothing: flat logits and features of random noise."""
+    """The same shapes, knowing nothing: logits and features of random noise, the logits as large as the
+    oracle's (N(0, confidence²)), so that whichever of them a method reads is noise. Flat logits would not
+    do: a map of zeros is as reliable as a student's early map in the labelled class (H = log 2), and
+    knowledge mixing rightly gives it half the weight."""
 
     def teacher_outputs(self, inputs: dict[str, torch.Tensor]) -> TeacherOutputs:
         oracle = super().teacher_outputs(inputs)
-        features = [torch.randn(f.shape, generator=torch.Generator().manual_seed(1)) for f in oracle.features]
-        return TeacherOutputs(logits=torch.zeros_like(oracle.logits), features=features)
+
+        def noise(shape: torch.Size, seed: int) -> torch.Tensor:
+            return torch.randn(shape, generator=torch.Generator().manual_seed(seed))
+
+        features = [noise(f.shape, 1) for f in oracle.features]
+        return TeacherOutputs(logits=self.confidence * noise(oracle.logits.shape, 2), features=features)
 
 
 TEACHERS = {"oracle": OracleTrainer, "noise": NoiseTrainer, "none": SparseLabelTrainer}

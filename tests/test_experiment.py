@@ -41,7 +41,11 @@ def test_arms_of_one_seed_start_from_the_same_student_and_see_the_same_batches(
 ):
     experiment = load_experiment()
     records = {}
-    for arm, extra in (("none", {}), ("heteroakd", {"teacher_projector_fit_steps": 3}), ("cwd", {})):
+    for arm, extra in (
+        ("none", {}),
+        ("heteroakd", {"teacher_projector": "mlp", "teacher_projector_fit_steps": 3}),
+        ("cwd", {}),
+    ):
         record = RecordStart()
         args = experiment.training_args(tmp_path / arm, 2, 1e-3, 7, 2, 2, **{**experiment.ARMS[arm], **extra})
         run_distillation(

@@ -88,19 +88,31 @@ def assert_same_training(a: HeteroAKDTrainer, b: HeteroAKDTrainer, rel: float, w
 # of the teacher's outputs can move weights whose gradient is near zero by that much: with float16,
 # the loss terms are compared, not the weights.
 @pytest.mark.parametrize(
-    "method, dtype, rel",
+    "method, dtype, rel, teacher_projector",
     [
-        ("kd", "float32", 1e-5),
-        ("heteroakd", "float32", 1e-5),
-        ("heteroakd", "float16", 1e-3),
+        ("kd", "float32", 1e-5, "none"),
+        ("heteroakd", "float32", 1e-5, "none"),
+        ("heteroakd", "float32", 1e-5, "mlp"),
+        ("heteroakd", "float16", 1e-3, "mlp"),
     ],
 )
-def test_training_from_the_cache_equals_training_with_the_teacher(tmp_path, split, method, dtype, rel):
+def test_training_from_the_cache_equals_training_with_the_teacher(
+    tmp_path, split, method, dtype, rel, teacher_projector
+):
     fixed = SegmentationDataset(split, eval_transforms(), NUM_LABELS)
-    with_teacher = train(tmp_path, fixed, method)
-    cached = train(tmp_path, fixed, method, cache=tmp_path / "cache", teacher_logits_cache_dtype=dtype)
+    with_teacher = train(tmp_path, fixed, method, teacher_projector=teacher_projector)
+    cached = train(
+        tmp_path,
+        fixed,
+        method,
+        cache=tmp_path / "cache",
+        teacher_logits_cache_dtype=dtype,
+        teacher_projector=teacher_projector,
+    )
     assert cached.teacher_calls == 2  # the one pass that fills the cache: 12 images in batches of 8, no more
     assert_same_training(with_teacher, cached, rel, weights=dtype == "float32")
+    stored = cached.teacher_cache.get([0], "cpu")  # the teacher's stage maps only where a projector reads them
+    assert (stored.features is not None) == (teacher_projector == "mlp")
 
 
 def test_a_second_run_reuses_the_cache_without_the_teacher(tmp_path, split):

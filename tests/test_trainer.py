@@ -57,16 +57,25 @@ def batch_of(train_set, n=2):
     return collate_segmentation([train_set[i] for i in range(n)])
 
 
-@pytest.mark.parametrize("student_projector", ["none", "mlp"])
+@pytest.mark.parametrize("student_projector,teacher_projector", [("none", "none"), ("mlp", "none"), ("mlp", "mlp")])
 @pytest.mark.parametrize("teacher_factory", [tiny_segformer, tiny_upernet_convnext])
-def test_gradients_reach_student_and_projectors_never_teacher(tmp_path, train_set, teacher_factory, student_projector):
-    trainer = make_trainer(tmp_path, train_set, teacher_factory=teacher_factory, student_projector=student_projector)
+def test_gradients_reach_student_and_projectors_never_teacher(
+    tmp_path, train_set, teacher_factory, student_projector, teacher_projector
+):
+    trainer = make_trainer(
+        tmp_path,
+        train_set,
+        teacher_factory=teacher_factory,
+        student_projector=student_projector,
+        teacher_projector=teacher_projector,
+    )
     trainer.model.train()
     trainer.compute_loss(trainer.model, batch_of(train_set)).backward()
     student_grads = [p.grad for p in trainer.student.parameters()]
     assert all(g is not None for g in student_grads) and sum(g.abs().sum() for g in student_grads) > 0
-    sides = [trainer.projectors.teacher] + ([trainer.projectors.student] if student_projector == "mlp" else [])
     assert (trainer.projectors.student is None) == (student_projector == "none")
+    assert (trainer.projectors.teacher is None) == (teacher_projector == "none")
+    sides = [side for side in (trainer.projectors.student, trainer.projectors.teacher) if side is not None]
     for side in sides:
         assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in side.parameters())
     assert all(p.grad is None and not p.requires_grad for p in trainer.teacher.parameters())
@@ -190,13 +199,19 @@ def test_normalization_is_read_from_each_model(tmp_path):
     assert renormalizer(model_normalization(student), teacher_norm) is not None
 
 
-def test_bfloat16_teacher_with_float32_student(tmp_path, train_set):
-    trainer = make_trainer(tmp_path, train_set, teacher_factory=lambda: tiny_segformer().to(torch.bfloat16))
+@pytest.mark.parametrize("teacher_projector", ["none", "mlp"])
+def test_bfloat16_teacher_with_float32_student(tmp_path, train_set, teacher_projector):
+    trainer = make_trainer(
+        tmp_path,
+        train_set,
+        teacher_factory=lambda: tiny_segformer().to(torch.bfloat16),
+        teacher_projector=teacher_projector,
+    )
     trainer.model.train()
     loss = trainer.compute_loss(trainer.model, batch_of(train_set))
     assert loss.dtype == torch.float32 and torch.isfinite(loss)
     loss.backward()
-    assert all(p.grad is not None for p in trainer.projectors.teacher.parameters())
+    assert all(p.grad is not None for p in trainer.projectors.parameters())
 
 
 def test_bf16_mixed_precision_trains_with_float32_losses(tmp_path, train_set):
@@ -312,7 +327,9 @@ def test_heteroakd_diagnostics_are_logged_to_trainer_state_and_tensorboard(tmp_p
 
 
 def test_teacher_projectors_are_fitted_before_the_first_step_and_nothing_else_moves(tmp_path, train_set):
-    trainer = make_trainer(tmp_path, train_set, teacher_projector_fit_steps=20, student_projector="mlp")
+    trainer = make_trainer(
+        tmp_path, train_set, teacher_projector_fit_steps=20, student_projector="mlp", teacher_projector="mlp"
+    )
     batch = batch_of(train_set, 4)
 
     def teacher_projection_loss() -> float:
@@ -341,7 +358,9 @@ def test_l_hakd_reaches_the_decode_head_only_without_a_student_projector(tmp_pat
     trainer = make_trainer(tmp_path, train_set, student_projector=student_projector)
     batch = trainer.prepare_batch(batch_of(train_set))
     teacher = trainer.teacher_outputs(batch)
-    out = trainer.model.train()(batch["pixel_values"], teacher_features=teacher.features)
+    out = trainer.model.train()(
+        batch["pixel_values"], teacher_features=teacher.features, teacher_logits=teacher.logits
+    )
     trainer.method.loss_terms(out, teacher, batch["labels"]).weighted["hakd"][1].backward()
     head = [p.grad for p in trainer.student.decode_head.parameters()]
     if student_projector == "none":  # the layers that predict are trained by L_hakd
@@ -356,6 +375,7 @@ def test_without_a_teacher_projector_z_t_is_the_teacher_logits_and_l_proj_the_st
     assert trainer.projectors.teacher is None
     batch = trainer.prepare_batch(batch_of(train_set))
     teacher = trainer.teacher_outputs(batch)
+    assert teacher.features is None  # nothing reads the teacher's stage maps
     model = trainer.model.train()
     out = model(batch["pixel_values"], teacher_features=teacher.features, teacher_logits=teacher.logits)
     assert all(torch.equal(z_t, teacher.logits.float()) for z_t in out.teacher_projected)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 from torch import nn
@@ -64,10 +64,12 @@ class HeteroAKDProjectors(nn.Module):
             "linear": lambda c: LinearLogitsProjector(c, num_labels),
             "none": None,
         }
-        if student_projector not in builders:
-            raise ValueError(f"student_projector must be one of {', '.join(builders)}, got {student_projector!r}")
-        if teacher_projector not in ("mlp", "none"):
-            raise ValueError(f"teacher_projector must be mlp or none, got {teacher_projector!r}")
+        for side, value, kind in (
+            ("student", student_projector, StudentProjector),
+            ("teacher", teacher_projector, TeacherProjector),
+        ):
+            if value not in get_args(kind):
+                raise ValueError(f"{side}_projector must be one of {', '.join(get_args(kind))}, got {value!r}")
         build = builders[student_projector]
         self.student = nn.ModuleList(build(c) for c in student_channels) if build else None
         self.teacher = (
@@ -80,7 +82,7 @@ class HeteroAKDProjectors(nn.Module):
     def forward(
         self,
         student_features: list[torch.Tensor],
-        teacher_features: list[torch.Tensor],
+        teacher_features: list[torch.Tensor] | None,
         student_logits: torch.Tensor | None = None,
         teacher_logits: torch.Tensor | None = None,
     ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
@@ -92,6 +94,8 @@ class HeteroAKDProjectors(nn.Module):
                 raise ValueError("without teacher projectors, Z^T is the teacher's logits: pass teacher_logits")
             z_t = [teacher_logits.float()] * self.num_stages
         else:
+            if teacher_features is None:
+                raise ValueError("teacher projectors read the teacher's stage maps: pass teacher_features")
             dtype = self.teacher[0][0].weight.dtype  # the teacher may run in bf16 while projectors train in fp32
             z_t = [proj(f.to(dtype)) for proj, f in zip(self.teacher, teacher_features)]
         if self.student is None:

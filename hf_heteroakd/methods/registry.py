@@ -1,8 +1,9 @@
 """Distillation methods: one class each, chosen once by ``--distill_method`` from a small registry.
 
-A method says what it needs from the teacher (``uses_teacher``; ``uses_stage_features`` for the
-teacher's backbone maps) and turns a batch's outputs into named loss terms with their weights;
-the trainer adds them to ``L_task``. Adding a method is one class and its config fields::
+A method says what it needs (``uses_teacher``; ``uses_stage_features`` for the backbone maps,
+``uses_teacher_stage_features`` for the teacher's among them) and turns a batch's outputs into named
+loss terms with their weights; the trainer adds them to ``L_task``. Adding a method is one class and its
+config fields::
 
     @register_method
     class LogitL2(DistillationMethod):
@@ -46,13 +47,18 @@ class DistillationMethod:
 
     name: ClassVar[str]
     uses_teacher: ClassVar[bool] = True
-    uses_stage_features: ClassVar[bool] = False  # the teacher's and the student's backbone stage maps
+    uses_stage_features: ClassVar[bool] = False  # the student's backbone stage maps (and the teacher's, see below)
     tags: ClassVar[tuple[str, ...]] = ("knowledge-distillation",)  # model-card tags beside semantic-segmentation
 
     def __init__(self, args: TrainingArguments) -> None:
         self.args = args  # the run's HeteroAKDConfig: TrainingArguments plus the methods' fields
         # Set by the trainer on the steps it logs: diagnostics that cost a backward pass are computed only then.
         self.diagnose_gradients = False
+
+    @property
+    def uses_teacher_stage_features(self) -> bool:
+        """Whether the teacher's stage maps are read (and cached): by default, when the student's are."""
+        return self.uses_stage_features
 
     def build_projectors(self, student: PreTrainedModel, teacher: PreTrainedModel | None) -> nn.Module | None:
         """Trainable modules beside the student (trained with it, saved in checkpoints, never published)."""
@@ -121,6 +127,10 @@ class HeteroAKD(PixelKD):
     name = "heteroakd"
     uses_stage_features = True
     tags = ("knowledge-distillation", "heteroakd")
+
+    @property
+    def uses_teacher_stage_features(self) -> bool:
+        return self.args.teacher_projector != "none"  # otherwise Z^T is the teacher's logits
 
     def build_projectors(self, student, teacher) -> HeteroAKDProjectors:
         _check_num_labels(student, teacher)

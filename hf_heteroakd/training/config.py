@@ -147,7 +147,7 @@ class HeteroAKDConfig(TrainingArguments):
         },
     )
     teacher_projector: Literal["mlp", "none"] = field(
-        default="mlp",
+        default="none",
         metadata={
             "methods": ("heteroakd",),
             "help": "The teacher's side of the aligned logits space: mlp, a projector on its stage features, "

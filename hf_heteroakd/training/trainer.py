@@ -55,9 +55,9 @@ class StudentWithProjectors(nn.Module):
         teacher_features: list[torch.Tensor] | None = None,
         teacher_logits: torch.Tensor | None = None,
     ) -> DistillationOutput:
-        """Student logits; with ``teacher_features`` (the teacher's maps of the selected stages) and its
-        ``teacher_logits``, also Z^S and Z^T of those stages."""
-        project = self.projectors is not None and teacher_features is not None
+        """Student logits; with the teacher's ``teacher_logits`` (and, for teacher projectors, its maps of the
+        selected stages, ``teacher_features``), also Z^S and Z^T of those stages."""
+        project = self.projectors is not None and teacher_logits is not None
         outputs = self.student(pixel_values=pixel_values, output_hidden_states=project)
         if not project:
             return DistillationOutput(logits=outputs.logits)

@@ -31,7 +31,9 @@ class TeacherMixin:
         if self.teacher_input_transform is not None:
             pixel_values = self.teacher_input_transform(pixel_values)
         dtype = next(self.teacher.parameters()).dtype
-        return self.teacher(pixel_values=pixel_values.to(dtype), output_hidden_states=self.method.uses_stage_features)
+        return self.teacher(
+            pixel_values=pixel_values.to(dtype), output_hidden_states=self.method.uses_teacher_stage_features
+        )
 
     def teacher_outputs(self, inputs: dict[str, torch.Tensor]) -> TeacherOutputs:
         """The teacher's logits (B, C, h, w) and, for HeteroAKD, its maps of the ``hakd_stages``: read
@@ -49,7 +51,7 @@ class TeacherMixin:
         """:meth:`teacher_forward` of (B, 3, H, W) pixels, reduced to what distillation takes from it."""
         out = self.teacher_forward(pixel_values)
         features = None
-        if self.method.uses_stage_features:
+        if self.method.uses_teacher_stage_features:
             all_stages = stage_features(self.teacher, out, pixel_values.shape[-2:])
             features = [all_stages[i] for i in self.args.hakd_stages]
         return TeacherOutputs(out.logits, features)
@@ -92,7 +94,7 @@ class TeacherMixin:
             self.train_dataset,
             self.teacher_input_transform,
             args.teacher_logits_cache_dtype,
-            args.hakd_stages if self.method.uses_stage_features else None,
+            args.hakd_stages if self.method.uses_teacher_stage_features else None,
             "bf16" if args.bf16 else "fp16" if args.fp16 else "no",
         )
 
